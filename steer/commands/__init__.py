@@ -1,0 +1,1 @@
+"""One module per `steer` subcommand. Each imports only typer at module level."""
