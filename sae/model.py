@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .config import SAEConfig
+from .kernels import SelectedEncoder, selection_dtype
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -54,6 +55,8 @@ class TopKSAE(nn.Module):
         self.W_enc = nn.Parameter(w_dec.clone())  # (n, d): z = W_enc @ x, stored row-major
         self.b_enc = nn.Parameter(torch.zeros(n, device=device, dtype=dtype))  # (n,)
         self.b_pre = nn.Parameter(torch.zeros(d, device=device, dtype=dtype))  # (d,)
+        # dtype for choosing the TopK during training; None: bf16 where that is fast.
+        self.selection_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -125,8 +128,19 @@ class TopKSAE(nn.Module):
         loss asks the top-k_aux of those to reconstruct the residual error (paper §2.4).
         """
         x_n = self.normalize(x)  # (N, d)
-        pre = F.relu(F.linear(x_n - self.b_pre, self.W_enc, self.b_enc))  # (N, n)
-        top_acts, top_indices = self.select_topk(pre)
+        x_in = x_n - self.b_pre  # (N, d), carries b_pre's gradient
+        k = self.k
+        kk = min(4 * k, self.n_latents) if self.cfg.multi_topk else k
+        with torch.no_grad():
+            # Which latents win is decided without autograd (bf16 where the hardware is fast
+            # at it); SelectedEncoder then gives gradients to the selected rows only.
+            dt = self.selection_dtype or selection_dtype(x.device)
+            pre = F.linear(x_in.to(dt), self.W_enc.to(dt), self.b_enc.to(dt))  # (N, n)
+            # TopK(ReLU(p)) = ReLU(TopK(p)): apply the ReLU to the kk winners only.
+            sel_acts, sel_idx = pre.topk(kk, dim=-1, sorted=kk > k)  # (N, kk)
+            sel_acts = sel_acts.clamp_min_(0)
+        sel_acts = SelectedEncoder.apply(x_in, self.W_enc, self.b_enc, sel_idx, sel_acts.to(self.dtype))
+        top_acts, top_indices = sel_acts[:, :k], sel_idx[:, :k]
         x_hat_n = self.decode_normalized(top_acts, top_indices)  # (N, d)
 
         err = x_n - x_hat_n  # (N, d)
@@ -141,19 +155,19 @@ class TopKSAE(nn.Module):
             if num_dead > 0:
                 k_aux = min(k_aux or self.d_in // 2, num_dead)
                 # Only dead latents compete; scale down when few are dead (as sparsify does).
-                scale = min(num_dead / (k_aux or 1), 1.0)
-                aux_pre = pre * dead_mask  # (N, n) live latents zeroed out
-                aux_acts, aux_idx = aux_pre.topk(k_aux, dim=-1, sorted=False)
-                e_hat = F.embedding_bag(
-                    aux_idx, self.W_dec, per_sample_weights=aux_acts, mode="sum"
-                )  # (N, d) no bias: it models the error
-                auxk_fvu = (e_hat - err.detach()).pow(2).sum() / total_var
-                auxk_loss = scale * auxk_fvu
+                scale = min(num_dead / k_aux, 1.0)
+                with torch.no_grad():
+                    pre.masked_fill_(~dead_mask, float("-inf"))  # only dead latents compete
+                    aux_acts, aux_idx = pre.topk(k_aux, dim=-1, sorted=False)
+                    aux_acts = aux_acts.clamp_min_(0)
+                aux_acts = SelectedEncoder.apply(x_in, self.W_enc, self.b_enc, aux_idx, aux_acts.to(self.dtype))
+                # ê = W_dec · TopK_aux(dead pre-acts), no bias: it models the error e.
+                e_hat = F.embedding_bag(aux_idx, self.W_dec, per_sample_weights=aux_acts, mode="sum")
+                auxk_loss = scale * (e_hat - err.detach()).pow(2).sum() / total_var
 
         multi_topk_fvu = zero
-        if self.cfg.multi_topk:
-            acts4, idx4 = self.select_topk(pre, min(4 * self.k, self.n_latents))
-            x_hat4 = self.decode_normalized(acts4, idx4)
+        if kk > k:
+            x_hat4 = self.decode_normalized(sel_acts, sel_idx)
             multi_topk_fvu = (x_n - x_hat4).pow(2).sum() / total_var
 
         x_hat = x_hat_n / self.cfg.input_scale
