@@ -5,6 +5,7 @@ Sources (`iter_texts`):
   (one object per line, text in `text_field`), `.parquet` (column `text_field`), any of
   these compressed as `.xz` or `.gz`;
 - a directory: every such file inside it, recursively, in sorted order;
+- a glob pattern (`corpus/wiki-0[0-6].jsonl.xz`): the matching files, in sorted order;
 - `hf:<dataset>[:<config>][@<split>]`: a Hugging Face dataset, streamed (needs the
   `datasets` package and the Hub).
 
@@ -15,6 +16,7 @@ or to the train split by a hash of its position, so the two never overlap.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import json
@@ -133,10 +135,17 @@ def iter_texts(source: str | Path, text_field: str = "text") -> Iterator[str]:
         yield from _read_hf(spec[3:], text_field)
         return
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise CorpusError(f"corpus {path} does not exist (give a file, a directory, or hf:<dataset>)")
-    for file in corpus_files(path):
-        yield from _read_file(file, text_field)
+    if any(ch in spec for ch in "*?[") and not path.exists():
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        if not files:
+            raise CorpusError(f"no corpus files match {spec}")
+    elif not path.exists():
+        raise CorpusError(f"corpus {path} does not exist (give a file, a directory, a glob, or hf:<dataset>)")
+    else:
+        files = corpus_files(path)
+    for file in files:
+        for inner in corpus_files(file):  # a glob may match directories too
+            yield from _read_file(inner, text_field)
 
 
 def in_heldout(doc_index: int, fraction: float, seed: int = 0) -> bool:

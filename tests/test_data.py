@@ -33,12 +33,16 @@ def test_txt_paragraphs_parquet_and_directories(tmp_path):
     pq.write_table(pa.table({"text": ["from parquet"]}), tmp_path / "d" / "b.parquet")
     (tmp_path / "d" / "ignored.bin").write_bytes(b"\0")
     assert list(iter_texts(tmp_path / "d")) == ["first para\nline two", "second para", "from parquet"]
+    assert list(iter_texts(tmp_path / "d" / "[ab].*")) == ["first para\nline two", "second para", "from parquet"]
+    assert list(iter_texts(tmp_path / "d" / "a*")) == ["first para\nline two", "second para"]
 
 
 def test_errors_are_clear(tmp_path, tiny_tokenizer):
     with pytest.raises(CorpusError, match="does not exist"):
         list(iter_texts(tmp_path / "missing.jsonl"))
     (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no corpus files match"):
+        list(iter_texts(tmp_path / "nothing-*.jsonl"))
     with pytest.raises(CorpusError, match="no text files"):
         list(iter_texts(tmp_path / "empty"))
     write_jsonl(tmp_path / "c.jsonl")
