@@ -1,6 +1,25 @@
 """A small, standalone TopK sparse autoencoder library (torch + safetensors only)."""
 
 from .config import SAEConfig
-from .model import EncoderOutput, ForwardOutput, TopKSAE, atomic_write
+from .formats import FORMATS, detect_format, export_sae, import_sae
+from .geomedian import geometric_median
+from .model import EncoderOutput, ForwardOutput, TopKSAE, atomic_write, sparse_decode
+from .trainer import TrainConfig, Trainer, default_lr, sae_name
 
-__all__ = ["SAEConfig", "TopKSAE", "EncoderOutput", "ForwardOutput", "atomic_write"]
+__all__ = [
+    "SAEConfig",
+    "TopKSAE",
+    "EncoderOutput",
+    "ForwardOutput",
+    "atomic_write",
+    "sparse_decode",
+    "geometric_median",
+    "TrainConfig",
+    "Trainer",
+    "default_lr",
+    "sae_name",
+    "FORMATS",
+    "detect_format",
+    "export_sae",
+    "import_sae",
+]

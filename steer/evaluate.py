@@ -54,7 +54,7 @@ METRIC_DEFINITIONS = {
 
 @dataclass
 class EvalConfig:
-    tokens: int = 16_384
+    tokens: int = 8192
     """Eval tokens (positions 1..T-1 of each context) to run through every SAE."""
 
     batch_contexts: int = 4
@@ -131,8 +131,9 @@ def evaluate_saes(
         new[batch : 2 * batch, skip:] = 0  # zero ablation
         for i, name in enumerate(names):
             sae = saes[name]
-            top_acts, top_indices = sae.encode(x_flat.to(sae.device))
-            x_hat = sae.decode(top_acts, top_indices).to(x_flat.device)  # (N, d)
+            with torch.autocast(x_flat.device.type, enabled=False):  # SAEs run in fp32
+                top_acts, top_indices = sae.encode(x_flat.to(sae.device))
+                x_hat = sae.decode(top_acts, top_indices).to(x_flat.device)  # (N, d)
             rows = slice((2 + i) * batch, (3 + i) * batch)
             new[rows, skip:] = x_hat.view_as(x).to(resid.dtype)
             a = acc[name]
@@ -255,7 +256,10 @@ def save_density_histogram(frequencies: dict[str, Tensor], path: str | Path, tok
         live = freq[freq > 0]
         dead = int((freq == 0).sum())
         ax.hist(
-            live.log10().tolist(), bins=bins, histtype="step", linewidth=1.5,
+            live.log10().tolist(),
+            bins=bins,
+            histtype="step",
+            linewidth=1.5,
             label=f"{name} ({dead} dead of {freq.numel()})",
         )
     ax.set_xlabel("log10(firing frequency)")

@@ -1,0 +1,477 @@
+"""`steer train`: train a family of TopK SAEs on one hook point of a model."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from .common import friendly_errors, resolve_device
+
+COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*$")
+SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+DTYPES = ("auto", "bf16", "fp32", "fp16")
+
+
+def parse_count(value: str | int, option: str = "count") -> int:
+    """`10M` -> 10_000_000, `500k` -> 500_000, `4096` -> 4096."""
+    if isinstance(value, int):
+        return value
+    match = COUNT_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{option}: cannot read {value!r} as a count (e.g. 4096, 500k, 10M)")
+    count = float(match.group(1)) * SUFFIX[match.group(2).lower()]
+    if count < 1 or count != int(count):
+        raise ValueError(f"{option}: {value!r} is not a positive whole number")
+    return int(count)
+
+
+def parse_widths(spec: str, d_model: int) -> list[int]:
+    """`8x,16x` (multiples of d_model) or `4608,16k` -> latent counts."""
+    widths = []
+    for part in _split(spec, "--widths"):
+        if part.lower().endswith("x"):
+            try:
+                factor = float(part[:-1])
+            except ValueError:
+                raise ValueError(f"--widths: cannot read {part!r} (use e.g. 8x or 4608)") from None
+            width = round(factor * d_model)
+        else:
+            width = parse_count(part, "--widths")
+        if width < 1:
+            raise ValueError(f"--widths: {part!r} gives no latents")
+        widths.append(width)
+    return widths
+
+
+def parse_ks(spec: str) -> list[int]:
+    return [parse_count(part, "--k") for part in _split(spec, "--k")]
+
+
+def _split(spec: str, option: str) -> list[str]:
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"{option} is empty")
+    return parts
+
+
+def model_dtype(name: str):
+    """--dtype -> torch dtype of the model weights (`auto`: fp32 weights, bf16 autocast)."""
+    import torch
+
+    table = {
+        "auto": torch.float32,
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+    }
+    if name not in table:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return table[name]
+
+
+def quiet_model_loading() -> None:
+    """transformers draws a "Loading weights" bar on stderr; a command's stderr is for
+    its own progress and one-line errors."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def check_resume_settings(out_dir: Path, setting: dict) -> None:
+    """A resumed run must read the same activations as the run it continues."""
+    import json
+
+    for cfg_path in sorted(out_dir.glob("*/cfg.json")):
+        try:
+            saved = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # the trainer's own state check reports a broken run
+        prov = {**saved.get("extra", {}), **{k: saved.get(k) for k in ("model_name", "hookpoint")}}
+        for key, value in setting.items():
+            if key in prov and prov[key] != value:
+                raise ValueError(
+                    f"cannot resume {out_dir}: it was trained with {key}={prov[key]!r}, "
+                    f"this command has {value!r}"
+                )
+        return
+
+
+def provenance_of(cfg) -> dict:
+    """The training provenance an SAE config carries (written by `steer train`)."""
+    extra = getattr(cfg, "extra", None) or {}
+    nested = extra.get("provenance")
+    return nested if isinstance(nested, dict) else extra
+
+
+def default_out_dir(model: str, layer: int) -> Path:
+    slug = Path(model).name if Path(model).expanduser().is_dir() else model.replace("/", "--")
+    return Path("runs") / slug / f"resid_post.{layer}"
+
+
+class RepeatContexts:
+    """Iterate a corpus again and again (each pass reshuffled with seed + epoch), so short
+    corpora still fill --tokens; deterministic, so resuming skips to the same place."""
+
+    def __init__(self, make):
+        self.make = make  # epoch -> re-iterable contexts
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            yield from self.make(epoch)
+            epoch += 1
+
+
+@friendly_errors
+def train(
+    model: str = typer.Option(
+        "smollm2-135m",
+        "--model",
+        "-m",
+        help="Model: smollm2-135m (embedded), a Hub id or a local directory.",
+    ),
+    layer: str = typer.Option(
+        None,
+        "--layer",
+        "-l",
+        help="Hook point: 8 or resid_post.8 (output of block 8, 0-based) (default: the middle block).",
+    ),
+    corpus: str = typer.Option(
+        None,
+        "--corpus",
+        envvar="STEER_CORPUS",
+        help="Training text: a .txt/.jsonl/.parquet file (optionally .xz/.gz), a directory of them, or hf:<dataset>. 1% of documents are held out for steer eval.",
+    ),
+    text_field: str = typer.Option(
+        "text", "--text-field", help="JSON/parquet field holding the text."
+    ),
+    ctx_len: int = typer.Option(
+        128, "--ctx-len", help="Tokens per context (the first position of each is skipped)."
+    ),
+    widths: str = typer.Option(
+        "8x",
+        "--widths",
+        "-w",
+        help="Comma list of SAE widths: latent counts (4608, 16k) or multiples of d_model (8x). One SAE per width and k, all trained on one pass.",
+    ),
+    k: str = typer.Option("32", "--k", "-k", help="Comma list of active latents per token (TopK)."),
+    batch_tokens: int = typer.Option(
+        4096, "--batch-tokens", help="Activations (tokens) per optimizer step."
+    ),
+    tokens: str = typer.Option(
+        "10M", "--tokens", "-n", help="Total training tokens, e.g. 500k, 10M."
+    ),
+    lr: float = typer.Option(
+        None, "--lr", help="Adam learning rate (default: 2e-4 / sqrt(n_latents / 2^14), per SAE)."
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (default: runs/<model>/resid_post.L): one <n>-k<k>/ checkpoint per SAE, metrics.jsonl, train_state/.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for SAE init and data order."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run saved in --out where it stopped."
+    ),
+    save_every: int = typer.Option(
+        500, "--save-every", help="Save checkpoints and training state every N steps."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="Model precision for activations: auto (fp32 weights under bf16 autocast), bf16, fp32 or fp16. SAEs train in fp32.",
+    ),
+    multi_topk: bool = typer.Option(
+        False,
+        "--multi-topk",
+        help="Multi-TopK loss L(k) + L(4k)/8, so k can be raised at inference.",
+    ),
+) -> None:
+    """Train TopK SAEs (Gao et al. 2024) on the residual stream after one block.
+
+    Activations stream from the model, the first position of each context skipped; every width x k pair trains on the same batches. Checkpoints (cfg.json + sae.safetensors per SAE), metrics.jsonl and the training state go to --out. Ctrl-C saves and stops; run the same command with --resume to continue.
+    """
+    from sae.trainer import TrainConfig, Trainer
+    from steer.activations import ActivationStream
+    from steer.data import TokenContexts
+    from steer.evaluate import DEFAULT_HELDOUT_FRACTION
+    from steer.models import load_model, parse_hookpoint
+
+    total_tokens = parse_count(tokens, "--tokens")
+    ks = parse_ks(k)
+    torch_dtype = model_dtype(dtype)
+    if not corpus:
+        raise ValueError(
+            "no corpus: pass --corpus PATH (a .txt/.jsonl/.parquet file, optionally .xz/.gz, "
+            "a directory of them, or hf:<dataset>) or set STEER_CORPUS"
+        )
+    if ctx_len < 2:
+        raise ValueError(f"--ctx-len must be at least 2, got {ctx_len}")
+    if batch_tokens < 1 or save_every < 1:
+        raise ValueError("--batch-tokens and --save-every must be positive")
+    layer_index = parse_hookpoint(layer) if layer is not None else None
+
+    dev = check_device(resolve_device(device))
+    quiet_model_loading()
+    lm = load_model(model, device=dev, dtype=torch_dtype)
+    if layer_index is None:
+        layer_index = lm.n_layers // 2
+    lm.check_layer(layer_index)
+    width_list = parse_widths(widths, lm.d_model)
+    for kk in ks:
+        for width in width_list:
+            if kk > width:
+                raise ValueError(
+                    f"k={kk} is larger than width {width}: each SAE needs k <= its number of latents"
+                )
+    corpus_spec = corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
+    out_dir = Path(out) if out is not None else default_out_dir(model, layer_index)
+    state_dir = out_dir / "train_state"
+    if resume and not state_dir.exists():
+        raise ValueError(
+            f"nothing to resume: {state_dir} does not exist (run without --resume first)"
+        )
+    if not resume and state_dir.exists():
+        raise ValueError(
+            f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    setting = dict(
+        model_name=model,
+        hookpoint=f"resid_post.{layer_index}",
+        corpus=corpus_spec,
+        text_field=text_field,
+        ctx_len=ctx_len,
+        seed=seed,
+        dtype=dtype,
+    )
+    if resume:
+        check_resume_settings(out_dir, setting)
+
+    def contexts_for(epoch: int):
+        return TokenContexts(
+            corpus_spec,
+            lm.tokenizer,
+            ctx_len=ctx_len,
+            text_field=text_field,
+            split="train",
+            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
+            seed=seed + epoch,
+        )
+
+    # Fail fast (one line) on an unreadable or empty corpus, before any file is written.
+    next(iter(contexts_for(0)))
+    stream = ActivationStream(
+        lm,
+        layer_index,
+        RepeatContexts(contexts_for),
+        batch_tokens=batch_tokens,
+        seed=seed,
+        autocast=dtype == "auto",
+    )
+
+    params = dict(
+        model=model,
+        layer=f"resid_post.{layer_index}",
+        corpus=corpus,
+        text_field=text_field,
+        ctx_len=ctx_len,
+        widths=widths,
+        k=k,
+        batch_tokens=batch_tokens,
+        tokens=tokens,
+        lr=lr,
+        out=str(out_dir),
+        seed=seed,
+        save_every=save_every,
+        device=device,
+        dtype=dtype,
+        multi_topk=multi_topk,
+    )
+    command = _command_line(params)
+    provenance = {
+        "command": command,
+        "argv": list(sys.argv),
+        "corpus": corpus_spec,
+        "text_field": text_field,
+        "ctx_len": ctx_len,
+        "heldout_fraction": DEFAULT_HELDOUT_FRACTION,
+        "dtype": dtype,
+        "seed": seed,
+        "skip_first": 1,
+    }
+    steps = max(1, total_tokens // batch_tokens)
+    cfg = TrainConfig(
+        widths=width_list,
+        ks=ks,
+        batch_tokens=batch_tokens,
+        total_tokens=total_tokens,
+        lr=lr,
+        multi_topk=multi_topk,
+        save_every_steps=save_every,
+        seed=seed,
+        device=dev,
+        # Short runs: warm up over 5% of the steps (at most the usual 100) and log often
+        # enough to draw a curve.
+        warmup_steps=min(100, max(1, steps // 20)),
+        log_every_steps=min(10, max(1, steps // 100)),
+    )
+    trainer = Trainer(
+        cfg,
+        lm.d_model,
+        out_dir,
+        hookpoint=f"resid_post.{layer_index}",
+        model_name=model,
+        provenance=provenance,
+    )
+
+    err = typer.echo
+    err(
+        f"training {len(width_list) * len(ks)} SAE(s) on {model} resid_post.{layer_index} "
+        f"(d={lm.d_model}): widths {width_list}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
+        err=True,
+    )
+    result = _fit_with_progress(trainer, stream, total_tokens, resume)
+
+    stopped = result.get("stopped", "done")
+    _print_summary(result, out_dir)
+    if stopped == "interrupted":
+        err(
+            f"interrupted at {result.get('tokens', 0):,} tokens; checkpoints and training state "
+            f"saved in {out_dir}. Resume with:\n  {command} --resume",
+            err=True,
+        )
+        raise typer.Exit(130)
+    if stopped == "nan":
+        raise ValueError(
+            f"training diverged (NaN/Inf) at step {result.get('steps')}: the last good checkpoint "
+            f"is kept in {out_dir}; try a lower --lr"
+        )
+    err(f"done: evaluate with  steer eval --sae {out_dir}", err=True)
+
+
+def _command_line(params: dict) -> str:
+    """The full `steer train` command these settings correspond to (for provenance/resume)."""
+    words = ["steer", "train"]
+    for name, value in params.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return shlex.join(words)
+
+
+def _fit_with_progress(trainer, stream, total_tokens: int, resume: bool) -> dict:
+    """Run trainer.fit with a rich progress bar; SIGINT asks the trainer to save and stop."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    interactive = console.is_terminal
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
+        TextColumn("{task.fields[speed]}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=console,
+        disable=not interactive,
+    )
+    task = progress.add_task("train", total=total_tokens, speed="", metrics="")
+    next_report = [0.0]
+
+    def on_log(record: dict) -> None:
+        metrics = _format_metrics(record.get("saes", {}))
+        speed = f"{record.get('tokens_per_s', 0):,.0f} tok/s"
+        progress.update(task, completed=record.get("tokens", 0), speed=speed, metrics=metrics)
+        fraction = record.get("tokens", 0) / total_tokens
+        if not interactive and fraction >= next_report[0]:
+            # Plain lines when stderr is not a terminal (logs, CI): about every 10%.
+            console.print(
+                f"step {record.get('step')}: {record.get('tokens', 0):,} tokens, {speed}, {metrics}",
+                highlight=False,
+            )
+            next_report[0] = fraction + 0.1
+
+    interrupts = [0]
+
+    def on_sigint(_signum, _frame):
+        interrupts[0] += 1
+        if interrupts[0] > 1:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        trainer.request_stop()
+        console.print(
+            "\nCtrl-C: saving and stopping after this step (press again to abort)", highlight=False
+        )
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+        previous = None
+    try:
+        with progress:
+            return trainer.fit(stream, resume=resume, on_log=on_log)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _format_metrics(saes: dict, limit: int = 3) -> str:
+    parts = []
+    for name, m in list(saes.items())[:limit]:
+        parts.append(
+            f"{name} fvu {m.get('fvu', float('nan')):.3f} L0 {m.get('l0', float('nan')):.0f} "
+            f"dead {m.get('dead_frac', float('nan')):.0%}"
+        )
+    if len(saes) > limit:
+        parts.append(f"+{len(saes) - limit} more")
+    return " | ".join(parts)
+
+
+def _print_summary(result: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.get('steps', 0):,} steps, {result.get('tokens', 0):,} tokens")
+    for column in ("SAE", "FVU", "L0", "dead", "checkpoint"):
+        table.add_column(column, justify="left" if column in ("SAE", "checkpoint") else "right")
+    for name, m in result.get("saes", {}).items():
+        table.add_row(
+            name,
+            _fmt(m.get("fvu"), ".4f"),
+            _fmt(m.get("l0"), ".1f"),
+            _fmt(m.get("dead_frac"), ".1%"),
+            str(m.get("path", out_dir / name)),
+        )
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=130)
+    console.print(table)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

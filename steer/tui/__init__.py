@@ -1,0 +1,4 @@
+"""The terminal playground (`steer chat`): a Textual view over steer.engine.PlaygroundEngine.
+
+Import `steer.tui.app.PlaygroundApp`; nothing here is imported by the engine.
+"""

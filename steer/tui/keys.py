@@ -1,0 +1,75 @@
+"""Every key of the playground, in one table: the help screen shows it, a test checks it."""
+
+from __future__ import annotations
+
+# (section, [(keys, what they do)])
+HELP: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "Anywhere",
+        [
+            ("enter", "generate (in the prompt): baseline and steered side by side"),
+            ("ctrl+r / f5", "regenerate the last prompt (after changing features)"),
+            ("escape", "cancel the running generation"),
+            ("ctrl+f", "find features: which fire on a text, or search labels"),
+            ("ctrl+g", "generation settings: temperature, top-p, max tokens, seed, positions"),
+            ("ctrl+o", "presets: load a saved feature set"),
+            ("ctrl+s", "save the active features as a preset"),
+            ("ctrl+t", "per-token view of the focused (or first) feature"),
+            ("ctrl+l", "new chat: clear the history and the panes"),
+            ("ctrl+n", "switch chat mode / plain completion (instruct models)"),
+            ("ctrl+p", "command palette: features, presets, checkpoints, actions"),
+            ("tab / shift+tab", "move focus: features, prompt, panes"),
+            ("f1 / ?", "this help"),
+            ("ctrl+q", "quit"),
+        ],
+    ),
+    (
+        "Feature panel (a slider focused)",
+        [
+            ("← / →", "strength down / up (fine step)"),
+            ("shift+← / shift+→", "strength down / up (coarse step)"),
+            ("0", "reset the strength to 0"),
+            ("1-9 . -", "type an exact strength, enter sets it, escape cancels"),
+            ("↑ / ↓", "previous / next feature"),
+            ("space", "mute / unmute the feature"),
+            ("m", "cycle the mode: clamp → add → ablate"),
+            ("i", "inspect the feature"),
+            ("t", "per-token view of the feature"),
+            ("delete / x", "remove the feature from the active set"),
+        ],
+    ),
+    (
+        "Find features",
+        [
+            ("enter (in the box)", "search: features firing on the text and labels matching it"),
+            ("↓", "go to the results"),
+            ("enter (on a result)", "add the feature and close"),
+            ("a", "add the feature and keep searching"),
+            ("i", "inspect the feature"),
+            ("escape", "close"),
+        ],
+    ),
+    (
+        "Inspector / per-token view",
+        [
+            ("a", "add the inspected feature to the active set"),
+            ("t", "per-token view of the inspected feature"),
+            ("n / p", "per-token view: next / previous active feature"),
+            ("escape", "close"),
+        ],
+    ),
+    (
+        "Settings / presets",
+        [
+            ("enter / ctrl+s", "apply the settings, save or load the preset"),
+            ("escape", "close without changes"),
+        ],
+    ),
+]
+
+MODES_HELP = (
+    "Modes: clamp sets the latent to strength (keeping the SAE error), add adds "
+    "strength × its decoder direction, ablate sets it to 0. Strengths are multiples of the "
+    "feature's max activation when the SAE has a catalog (10 ≈ Golden Gate Claude), raw "
+    "latent units otherwise."
+)
