@@ -382,10 +382,22 @@ class PlaygroundEngine:
             for e in self.catalog.search(query, limit=limit)
         ]
 
-    def related_features(self, latent: int) -> list[FeatureHit]:
-        """Neighbours of a feature (family view). Empty for now: a later issue adds
-        decoder-cosine neighbours in wider SAEs of the same family."""
-        return []
+    def related_features(self, latent: int, n: int = 3) -> list[FeatureHit]:
+        """Feature splitting: the nearest features (decoder cosine) of `latent` in every
+        wider SAE of the same family (sibling folders at the same hook point)."""
+        if self.sae_path is None:
+            return []
+        from .family import family_neighbours
+
+        try:
+            neighbours = family_neighbours(self.sae_path, latent, n=n)
+        except (ValueError, OSError):
+            return []
+        return [
+            FeatureHit(nb.latent, nb.cosine, f"[{member}] cos {nb.cosine:.2f}  {nb.label}".rstrip())
+            for member, hits in neighbours.items()
+            for nb in hits
+        ]
 
     def inspect(self, latent: int) -> FeatureInfo:
         """Catalog entry of a latent; the logit lens is computed when there is no catalog."""

@@ -1,0 +1,142 @@
+"""Choose the layer to ship an SAE at, by measurement (issue 6).
+
+For each layer: train one SAE (same width, k, tokens) on the training shards, then on the
+held-out shard measure FVU, fraction of loss recovered and Δ loss, and how well clamping
+concept features steers: for each concept, the latent that fires most specifically on a
+sentence about it is clamped to 10x its max activation while the model answers neutral
+prompts; a hit is a steered answer that mentions the concept where the baseline does not.
+
+    .venv/bin/python scripts/layer_sweep.py --layers 4,8,12,16,20 --tokens 400k
+
+Writes runs/sweep/<layer>/ (checkpoints) and prints a markdown table (docs/LAYER_SWEEP.md
+holds the one we ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from sae.trainer import TrainConfig, Trainer
+from steer.activations import ActivationStream
+from steer.commands.train import parse_count
+from steer.data import TokenContexts
+from steer.evaluate import EvalConfig, evaluate_saes
+from steer.generation import GenerationSettings, generate_text
+from steer.models import load_model
+from steer.steering import Intervention
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "wikipedia-en"
+TRAIN = str(CORPUS / "wiki-0[0-6].jsonl.xz")
+HELDOUT = str(CORPUS / "wiki-07.jsonl.xz")
+
+# concept -> (a sentence about it, the words a steered answer should use)
+CONCEPTS = {
+    "Paris": ("Paris is the capital of France, home of the Eiffel Tower and the Louvre.", r"paris|france|french|eiffel"),
+    "dogs": ("My dog barks at the mailman; dogs and puppies are loyal pets.", r"\bdogs?\b|pupp|canine"),
+    "music": ("The orchestra played music: a symphony with melody, rhythm and harmony.", r"music|song|melod|symphon|orchestra"),
+    "Golden Gate": ("The Golden Gate Bridge spans the strait in San Francisco.", r"golden gate|bridge|san francisco"),
+}
+PROMPTS = ["Tell me about your weekend.", "What should I cook for dinner tonight?", "Write one sentence about the weather."]
+
+
+def latent_stats(lm, sae, layer: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max activation and firing frequency of every latent on held-out text."""
+    contexts = TokenContexts(HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=tokens // 127 + 1)
+    max_acts = torch.zeros(sae.n_latents)
+    fired = torch.zeros(sae.n_latents)
+    n = 0
+    for batch in ActivationStream(lm, layer, contexts, batch_tokens=2048):
+        with torch.inference_mode():
+            acts, idx = sae.encode(batch)
+        max_acts.scatter_reduce_(0, idx.flatten(), acts.flatten(), "amax")
+        fired += torch.bincount(idx[acts > 0], minlength=sae.n_latents)
+        n += batch.shape[0]
+    return max_acts, fired / max(n, 1)
+
+
+def concept_latent(lm, sae, layer, text, max_acts, freq) -> int:
+    """The latent most specific to `text`: relative activation x log(1 + 1/frequency)."""
+    ids = lm.tokenizer(text, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        resid = lm.residual(ids, layer)[0, 1:]  # (T-1, d)
+        dense = sae.encode_dense(resid).amax(0)  # (n,)
+    rel = dense / max_acts.clamp_min(1e-6)
+    key = rel * torch.log1p(1 / freq.clamp_min(1e-5))
+    return int(key.argmax())
+
+
+def steering_hits(lm, sae, layer, max_acts, freq) -> tuple[int, int, list]:
+    settings = GenerationSettings(max_new_tokens=32, temperature=0.0)
+    hits = total = 0
+    examples = []
+    for concept, (text, pattern) in CONCEPTS.items():
+        latent = concept_latent(lm, sae, layer, text, max_acts, freq)
+        for prompt in PROMPTS:
+            base, steered = generate_text(
+                lm, sae, prompt, [[], [Intervention(latent, 10.0, "clamp")]], settings, max_acts=max_acts
+            )
+            hit = bool(re.search(pattern, steered["text"], re.I)) and not re.search(pattern, base["text"], re.I)
+            hits += hit
+            total += 1
+            examples.append({"concept": concept, "latent": latent, "prompt": prompt, "steered": steered["text"], "hit": hit})
+    return hits, total, examples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", default="4,8,12,16,20")
+    parser.add_argument("--width", type=int, default=2304)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--tokens", default="400k")
+    parser.add_argument("--eval-tokens", type=int, default=16384)
+    parser.add_argument("--out", default="runs/sweep")
+    args = parser.parse_args()
+
+    lm = load_model()
+    rows = []
+    for layer in (int(x) for x in args.layers.split(",")):
+        start = time.time()
+        out = Path(args.out) / f"resid_post.{layer}"
+        contexts = TokenContexts(TRAIN, lm.tokenizer, ctx_len=128, seed=0)
+        stream = ActivationStream(lm, layer, contexts, batch_tokens=4096)
+        cfg = TrainConfig(widths=[args.width], ks=[args.k], total_tokens=parse_count(args.tokens), save_every_steps=10**9)
+        trainer = Trainer(cfg, lm.d_model, out, hookpoint=f"resid_post.{layer}", model_name="smollm2-135m")
+        summary = trainer.fit(stream)
+        sae = next(iter(trainer.saes.values())).eval()
+        heldout = TokenContexts(HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0)
+        metrics = evaluate_saes(lm, {"sae": sae}, layer, heldout, EvalConfig(tokens=args.eval_tokens))["sae"]
+        max_acts, freq = latent_stats(lm, sae, layer, args.eval_tokens)
+        hits, total, examples = steering_hits(lm, sae, layer, max_acts, freq)
+        row = {
+            "layer": layer,
+            "tokens": summary["tokens"],
+            "fvu": metrics["fvu"],
+            "loss_recovered": metrics["loss_recovered"],
+            "delta_loss": metrics["delta_loss"],
+            "dead_frac": metrics["dead_frac"],
+            "steering_hits": f"{hits}/{total}",
+            "minutes": (time.time() - start) / 60,
+        }
+        rows.append(row)
+        (out / "sweep.json").write_text(json.dumps({**row, "examples": examples}, indent=2))
+        print(json.dumps(row), flush=True)
+
+    print("\n| layer | tokens | FVU | loss recovered | Δ loss | dead | steering hits |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| resid_post.{r['layer']} | {r['tokens']:,} | {r['fvu']:.3f} | {r['loss_recovered']:.3f} | "
+            f"{r['delta_loss']:.3f} | {100 * r['dead_frac']:.1f}% | {r['steering_hits']} |"
+        )
+    assert all(math.isfinite(r["fvu"]) for r in rows)
+
+
+if __name__ == "__main__":
+    main()
