@@ -59,7 +59,11 @@ BYTE_TOKEN_RE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 # token that completes it.
 def _byte_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table (byte-level BPE token spelling)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -76,9 +80,11 @@ def token_bytes(tokenizer, ids: list[int]) -> list[bytes]:
     decoder = getattr(backend, "decoder", None)
     byte_level = type(decoder).__name__ == "ByteLevel"
     inverse = {c: b for b, c in _byte_to_unicode().items()} if byte_level else {}
-    special = set(getattr(tokenizer, "all_special_ids", [])) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    special = set(getattr(tokenizer, "all_special_ids", [])) | set(
+        getattr(tokenizer, "added_tokens_decoder", {})
+    )
     out = []
-    for i, spelled in zip(ids, tokenizer.convert_ids_to_tokens(list(ids))):
+    for i, spelled in zip(ids, tokenizer.convert_ids_to_tokens(list(ids)), strict=True):
         spelled = spelled or ""
         if i in special:
             out.append(spelled.encode())
@@ -165,7 +171,9 @@ def sae_fingerprint(sae: TopKSAE) -> str:
 
 
 class FeatureCatalog:
-    def __init__(self, tensors: dict[str, Tensor], labels: list[str], pieces: list[str], meta: dict):
+    def __init__(
+        self, tensors: dict[str, Tensor], labels: list[str], pieces: list[str], meta: dict
+    ):
         """pieces: the bytes of each catalog token id, as latin-1 strings (see token_bytes)."""
         self.tensors = tensors
         self.labels = labels
@@ -200,15 +208,24 @@ class FeatureCatalog:
 
     def matches(self, sae: TopKSAE) -> bool:
         """Was this catalog built for this SAE?"""
-        return self.n_latents == sae.n_latents and self.meta.get("sae_fingerprint") in (None, sae_fingerprint(sae))
+        return self.n_latents == sae.n_latents and self.meta.get("sae_fingerprint") in (
+            None,
+            sae_fingerprint(sae),
+        )
 
     def _check(self, i: int) -> None:
         if not 0 <= i < self.n_latents:
-            raise ValueError(f"feature {i} is out of range: the SAE has {self.n_latents} latents (0..{self.n_latents - 1})")
+            raise ValueError(
+                f"feature {i} is out of range: the SAE has {self.n_latents} latents (0..{self.n_latents - 1})"
+            )
 
     def _strings(self, ids: Tensor) -> list[str]:
         """Each token's own text (a partial character shows as U+FFFD)."""
-        return [self.pieces[j].encode("latin-1").decode("utf-8", "replace") for j in ids.tolist() if j >= 0]
+        return [
+            self.pieces[j].encode("latin-1").decode("utf-8", "replace")
+            for j in ids.tolist()
+            if j >= 0
+        ]
 
     def _window(self, ids: Tensor) -> list[str]:
         """A window's per-token texts, characters split across tokens kept whole."""
@@ -301,9 +318,17 @@ class FeatureCatalog:
             folder = folder / CATALOG_DIR
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous().cpu() for k, v in self.tensors.items()}
-        meta = {**self.meta, "version": FORMAT_VERSION, "labels": self.labels, "pieces": self.pieces}
+        meta = {
+            **self.meta,
+            "version": FORMAT_VERSION,
+            "labels": self.labels,
+            "pieces": self.pieces,
+        }
         atomic_write(folder / TENSORS_FILE, lambda tmp: save_file(tensors, tmp))
-        atomic_write(folder / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False)))
+        atomic_write(
+            folder / META_FILE,
+            lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False)),
+        )
         return folder
 
     @classmethod
@@ -319,12 +344,16 @@ class FeatureCatalog:
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"corrupt feature catalog in {folder}: {err}") from None
         if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"feature catalog in {folder} has format {meta.get('version')}, expected {FORMAT_VERSION}: rebuild it")
+            raise ValueError(
+                f"feature catalog in {folder} has format {meta.get('version')}, expected {FORMAT_VERSION}: rebuild it"
+            )
         return cls(tensors, labels, pieces, meta)
 
 
 # ---------------------------------------------------------------------- logit lens
-def logit_lens(lm: LoadedModel, directions: Tensor, n: int = 10, chunk: int = 1024, fast: bool = True) -> tuple[Tensor, Tensor]:
+def logit_lens(
+    lm: LoadedModel, directions: Tensor, n: int = 10, chunk: int = 1024, fast: bool = True
+) -> tuple[Tensor, Tensor]:
     """Top and bottom n token ids (m, n) of each direction (m, d), see the module docstring."""
     norm = lm.final_norm
     weight = getattr(norm, "weight", None)
@@ -356,14 +385,16 @@ def _show(piece: str) -> str:
     return "⏎" if "\n" in piece else "␣" if piece else "∅"
 
 
-def make_label(peak_pieces: list[str], peak_weights: list[float], lens_pieces: list[str], fired: bool) -> str:
+def make_label(
+    peak_pieces: list[str], peak_weights: list[float], lens_pieces: list[str], fired: bool
+) -> str:
     """`Bridge/bridge → Francisco`: the tokens it fires on most (by summed activation over
     its top contexts), then its top logit-lens tokens."""
     if not fired:
         return "dead (never fired)"
     weights: dict[str, float] = {}
     shown: dict[str, str] = {}
-    for piece, w in zip(peak_pieces, peak_weights):
+    for piece, w in zip(peak_pieces, peak_weights, strict=True):
         key = _show(piece).lower()
         weights[key] = weights.get(key, 0.0) + w
         shown.setdefault(key, _show(piece))
@@ -389,11 +420,15 @@ def _pack_texts(texts: Iterable[str], tokenizer, ctx_len: int) -> Iterator[Tenso
             del buffer[:ctx_len]
 
 
-def _contexts(source, tokenizer, ctx_len: int, seed: int, text_field: str = "text") -> Iterator[Tensor]:
+def _contexts(
+    source, tokenizer, ctx_len: int, seed: int, text_field: str = "text"
+) -> Iterator[Tensor]:
     if isinstance(source, (str, Path)):
         from .data import TokenContexts
 
-        return iter(TokenContexts(source, tokenizer, ctx_len=ctx_len, text_field=text_field, seed=seed))
+        return iter(
+            TokenContexts(source, tokenizer, ctx_len=ctx_len, text_field=text_field, seed=seed)
+        )
     if isinstance(source, Tensor):
         return iter(source if source.dim() == 2 else source[None])
     it = iter(source)
@@ -484,7 +519,11 @@ def build_catalog(
         raise ValueError(f"--tokens must be positive, got {n_tokens}")
     n, d, dev = sae.n_latents, sae.d_in, lm.device
     use_autocast = autocast and lm.dtype == torch.float32 and dev.type in ("cpu", "cuda")
-    amp = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if use_autocast else contextlib.nullcontext
+    amp = (
+        (lambda: torch.autocast(dev.type, dtype=torch.bfloat16))
+        if use_autocast
+        else contextlib.nullcontext
+    )
     count = torch.zeros(n, dtype=torch.float64)
     total = torch.zeros(n, dtype=torch.float64)
     max_act = torch.zeros(n)
@@ -493,13 +532,16 @@ def build_catalog(
     done = 0  # tokens read
     contexts = _contexts(source, lm.tokenizer, ctx_len, seed, text_field)
     while done < n_tokens:
-        batch = list(itertools.islice(contexts, batch_size))
+        wanted = min(batch_size, -(-(n_tokens - done) // ctx_len))  # do not overshoot n_tokens
+        batch = list(itertools.islice(contexts, wanted))
         if not batch:
             break
         ids = torch.stack(batch)  # (B, T)
         B, T = ids.shape
         if T <= skip_first:
-            raise ValueError(f"contexts of {T} tokens are too short (the first {skip_first} are skipped)")
+            raise ValueError(
+                f"contexts of {T} tokens are too short (the first {skip_first} are skipped)"
+            )
         with amp():
             resid = lm.residual(ids.to(dev), layer)[:, skip_first:]  # (B, Tm, d)
             acts, idx = sae.encode(resid.reshape(-1, d).to(sae.device))  # (B*Tm, k)
@@ -508,7 +550,9 @@ def build_catalog(
         count += torch.bincount(idx[fired], minlength=n)
         total += torch.bincount(idx[fired], weights=acts[fired].double(), minlength=n)
         max_act = max_act.scatter_reduce(0, idx.flatten(), acts.flatten(), "amax")
-        top.update(ids, acts.view(B, T - skip_first, -1), idx.view(B, T - skip_first, -1), skip_first)
+        top.update(
+            ids, acts.view(B, T - skip_first, -1), idx.view(B, T - skip_first, -1), skip_first
+        )
         seen += B * (T - skip_first)
         done += B * T
         if progress is not None:
@@ -516,18 +560,28 @@ def build_catalog(
     if seen == 0:
         raise ValueError("the corpus gave no tokens to index")
 
-    lens_top, lens_bottom = logit_lens(lm, sae.decoder_directions(torch.arange(n)), n_logit, fast=use_autocast)
+    lens_top, lens_bottom = logit_lens(
+        lm, sae.decoder_directions(torch.arange(n)), n_logit, fast=use_autocast
+    )
     # Compact vocabulary: only the token strings the catalog uses are stored.
-    used = torch.unique(torch.cat([top.tokens[top.tokens >= 0].long(), lens_top.flatten(), lens_bottom.flatten()]))
+    used = torch.unique(
+        torch.cat([top.tokens[top.tokens >= 0].long(), lens_top.flatten(), lens_bottom.flatten()])
+    )
     remap = torch.full((int(used.max()) + 1 if used.numel() else 1,), -1, dtype=torch.int32)
     remap[used] = torch.arange(used.numel(), dtype=torch.int32)
     pieces = [b.decode("latin-1") for b in token_bytes(lm.tokenizer, used.tolist())]
     texts = [b.encode("latin-1").decode("utf-8", "replace") for b in pieces]
 
     def compact(t: Tensor) -> Tensor:
-        return torch.where(t >= 0, remap[t.long().clamp(min=0)], torch.full_like(t, -1, dtype=torch.int32))
+        return torch.where(
+            t >= 0, remap[t.long().clamp(min=0)], torch.full_like(t, -1, dtype=torch.int32)
+        )
 
-    ctx_tokens, lens_top_c, lens_bottom_c = compact(top.tokens), compact(lens_top), compact(lens_bottom)
+    ctx_tokens, lens_top_c, lens_bottom_c = (
+        compact(top.tokens),
+        compact(lens_top),
+        compact(lens_bottom),
+    )
     labels = []
     before = window[0]
     peak_ids = ctx_tokens[:, :, before].tolist()
@@ -535,8 +589,17 @@ def build_catalog(
     lens_ids = lens_top_c[:, :3].tolist()
     fired_any = (count > 0).tolist()
     for i in range(n):
-        peaks = [(texts[t], v) for t, v in zip(peak_ids[i], values[i]) if v > 0 and t >= 0]
-        labels.append(make_label([p for p, _ in peaks], [v for _, v in peaks], [texts[t] for t in lens_ids[i]], fired_any[i]))
+        peaks = [
+            (texts[t], v) for t, v in zip(peak_ids[i], values[i], strict=True) if v > 0 and t >= 0
+        ]
+        labels.append(
+            make_label(
+                [p for p, _ in peaks],
+                [v for _, v in peaks],
+                [texts[t] for t in lens_ids[i]],
+                fired_any[i],
+            )
+        )
 
     tensors = {
         "frequency": (count / seen).float(),
@@ -582,9 +645,15 @@ def latents_for_text(
     value, key = dense, dense
     if catalog is not None:
         if catalog.n_latents != sae.n_latents:
-            raise ValueError(f"the catalog has {catalog.n_latents} latents but the SAE has {sae.n_latents}: rebuild it with `steer index`")
+            raise ValueError(
+                f"the catalog has {catalog.n_latents} latents but the SAE has {sae.n_latents}: rebuild it with `steer index`"
+            )
         value = dense / strength_scales(list(range(sae.n_latents)), catalog.max_acts)
         floor = 1.0 / max(int(catalog.meta.get("n_tokens", 0)), 1)
         key = value * torch.log1p(1.0 / catalog.frequency.float().clamp(min=floor))
     order = key.topk(min(n, key.numel())).indices
-    return [(int(i), float(value[i])) for i in order if float(key[i]) > 0 and math.isfinite(float(value[i]))]
+    return [
+        (int(i), float(value[i]))
+        for i in order
+        if float(key[i]) > 0 and math.isfinite(float(value[i]))
+    ]

@@ -16,6 +16,7 @@ Finished rows leave the batch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
@@ -102,7 +103,11 @@ def build_prompt_ids(lm: LoadedModel, prompt: str | list[dict], chat: bool | Non
     else:
         messages = list(prompt)
         for m in messages:
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            if not (
+                isinstance(m, dict)
+                and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)
+            ):
                 raise ValueError(f"a chat message needs string 'role' and 'content', got {m!r}")
     if not any(m["content"].strip() for m in messages):
         raise ValueError("the prompt is empty")
@@ -112,7 +117,10 @@ def build_prompt_ids(lm: LoadedModel, prompt: str | list[dict], chat: bool | Non
             raise ValueError(f"{lm.name} has no chat template: generate without one (--no-chat)")
         continue_last = messages[-1]["role"] == "assistant"
         text = tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=not continue_last, continue_final_message=continue_last
+            messages,
+            tokenize=False,
+            add_generation_prompt=not continue_last,
+            continue_final_message=continue_last,
         )
         ids = tok(text, add_special_tokens=False)["input_ids"]
     else:
@@ -177,7 +185,9 @@ class IncrementalDecoder:
 
 
 # ---------------------------------------------------------------------- sampling
-def sample_next(logits: Tensor, settings: GenerationSettings, generators: list[torch.Generator]) -> Tensor:
+def sample_next(
+    logits: Tensor, settings: GenerationSettings, generators: list[torch.Generator]
+) -> Tensor:
     """Next token per row (R,) from logits (R, V); row r draws from generators[r]."""
     if settings.temperature <= 0:
         return logits.argmax(dim=-1)
@@ -188,19 +198,32 @@ def sample_next(logits: Tensor, settings: GenerationSettings, generators: list[t
         drop = sorted_p.cumsum(dim=-1) - sorted_p >= settings.top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+    return torch.cat(
+        [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
+    )
 
 
-def _forward(lm: LoadedModel, ids: Tensor, cache, hook: SteeringHook | None, offset: int, rows: list[int]):
+def _forward(
+    lm: LoadedModel, ids: Tensor, cache, hook: SteeringHook | None, offset: int, rows: list[int]
+):
     """One forward of ids (B, t) at absolute `offset`, batch rows = rows; -> (logits (B, V), cache)."""
-    kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache, "logits_to_keep": 1}
-    if hook is None:
-        out = lm.model(**kwargs)
-    else:
+    kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache}
+    if _KEEP_LOGITS.get(type(lm.model), True):
+        kwargs["logits_to_keep"] = 1  # the LM head for the last position only
+    if hook is not None:
         hook.reset(offset, rows)
-        with hook:
+    try:
+        with hook if hook is not None else contextlib.nullcontext():
             out = lm.model(**kwargs)
+    except TypeError as err:  # older transformers: no logits_to_keep
+        if "logits_to_keep" not in str(err):
+            raise
+        _KEEP_LOGITS[type(lm.model)] = False
+        return _forward(lm, ids, cache, hook, offset, rows)
     return out.logits[:, -1].float(), out.past_key_values
+
+
+_KEEP_LOGITS: dict[type, bool] = {}
 
 
 # ---------------------------------------------------------------------- generation
@@ -239,7 +262,9 @@ def generate_rows(
     if steered:
         if sae is None:
             raise ValueError("steering needs an SAE")
-        hook = SteeringHook(lm, sae, rows, max_acts=max_acts, positions=settings.positions, prompt_len=P)
+        hook = SteeringHook(
+            lm, sae, rows, max_acts=max_acts, positions=settings.positions, prompt_len=P
+        )
         if hook.is_noop:
             hook = None
     generators = [torch.Generator(device=lm.device).manual_seed(settings.seed) for _ in rows]
@@ -253,7 +278,7 @@ def generate_rows(
         distinct = list(dict.fromkeys(keys))
         first_row = [keys.index(k) for k in distinct]
         _, cache = _forward(lm, ids[None, :-1].expand(len(distinct), -1), None, hook, 0, first_row)
-        if len(distinct) != R or R > 1:
+        if R > 1:  # one copy of its group's cache per row
             cache.reorder_cache(torch.tensor([distinct.index(k) for k in keys], device=lm.device))
     # 2. The last prompt token, for every row.
     alive = list(range(R))

@@ -52,7 +52,9 @@ class Preset:
             raise ValueError(f"{source} is not a JSON object")
         version = data.get("version", PRESET_VERSION)
         if version != PRESET_VERSION:
-            raise ValueError(f"{source} has preset format {version}, this steer reads {PRESET_VERSION}")
+            raise ValueError(
+                f"{source} has preset format {version}, this steer reads {PRESET_VERSION}"
+            )
         items = data.get("interventions", [])
         if not isinstance(items, list):
             raise ValueError(f"{source}: 'interventions' must be a list")
@@ -62,7 +64,13 @@ class Preset:
             settings = GenerationSettings.from_dict(settings) if settings is not None else None
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {str(err).splitlines()[0]}") from None
-        return cls(interventions, settings, data.get("sae") or None, str(data.get("name", "")), str(data.get("notes", "")))
+        return cls(
+            interventions,
+            settings,
+            data.get("sae") or None,
+            str(data.get("name", "")),
+            str(data.get("notes", "")),
+        )
 
 
 def save_preset(

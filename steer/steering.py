@@ -30,7 +30,8 @@ Cost: encoding needs the full pre-activations of all latents (the TopK threshold
 cached decoding step (memory-bound). The hook therefore runs that product in bf16 where
 the hardware has fast bf16 (CUDA, CPUs with AVX512-BF16/AMX) only to find the TopK
 threshold, and computes the edited latents' own pre-activations exactly in the SAE's
-dtype; it encodes only rows and positions that have a clamp or ablation.
+dtype; it encodes only rows and positions that have a clamp or ablation, and only the
+tokens where an edited latent's own pre-activation is positive (elsewhere z_i = 0).
 """
 
 from __future__ import annotations
@@ -111,12 +112,14 @@ def parse_feature(spec: str, mode: Mode = "clamp") -> Intervention:
     """`1234=10`, `77=-4:add`, `5:ablate` or `5` (ablate only) -> Intervention."""
     text = spec.strip()
     body, _, mode_part = text.partition(":")
-    mode = (mode_part.strip() or mode)  # type: ignore[assignment]
+    mode = mode_part.strip() or mode  # type: ignore[assignment]
     index, eq, value = body.partition("=")
     try:
         latent = int(index)
     except ValueError:
-        raise ValueError(f"bad feature {spec!r}: use INDEX=STRENGTH, e.g. 1234=10 or 77=-4:add") from None
+        raise ValueError(
+            f"bad feature {spec!r}: use INDEX=STRENGTH, e.g. 1234=10 or 77=-4:add"
+        ) from None
     if not eq and mode != "ablate":
         raise ValueError(f"feature {spec!r} has no strength: use INDEX=STRENGTH, e.g. {latent}=10")
     try:
@@ -131,7 +134,9 @@ def check_latents(sae: TopKSAE, latents) -> None:
     n = sae.n_latents
     for latent in latents:
         if not 0 <= int(latent) < n:
-            raise ValueError(f"feature {int(latent)} is out of range: the SAE has {n} latents (0..{n - 1})")
+            raise ValueError(
+                f"feature {int(latent)} is out of range: the SAE has {n} latents (0..{n - 1})"
+            )
 
 
 def sae_layer(lm: LoadedModel, sae: TopKSAE) -> int:
@@ -160,7 +165,9 @@ def open_sae(
     check_latents(sae, latents)
     name = model or sae.cfg.model_name
     if not name:
-        raise ValueError(f"the SAE in {sae_dir} does not name its model (cfg.model_name): pass --model")
+        raise ValueError(
+            f"the SAE in {sae_dir} does not name its model (cfg.model_name): pass --model"
+        )
     lm = load_model(name, device=device, dtype=dtype)
     sae_layer(lm, sae)
     return lm, sae
@@ -249,7 +256,11 @@ class SteeringHook:
 
         dev, dt = sae.device, sae.dtype
         self.latents = torch.tensor(latents, dtype=torch.long, device=dev)
-        self.dirs = sae.decoder_directions(self.latents).detach() if m else torch.zeros(0, sae.d_in, device=dev)
+        self.dirs = (
+            sae.decoder_directions(self.latents).detach()
+            if m
+            else torch.zeros(0, sae.d_in, device=dev)
+        )
         self.add = add.to(dev, dt)
         self.has_add = add.ne(0).any(dim=1).to(dev)  # (R,)
         # Clamp bookkeeping restricted to the columns that some row clamps.
@@ -265,9 +276,14 @@ class SteeringHook:
         self._lowp: tuple[Tensor, Tensor] | None = None
         if bool(self.has_clamp.any()):
             if encode_dtype == "auto":
-                encode_dtype = torch.bfloat16 if fast_bf16_available(dev) and dt == torch.float32 else dt
+                encode_dtype = (
+                    torch.bfloat16 if fast_bf16_available(dev) and dt == torch.float32 else dt
+                )
             if encode_dtype is not None and encode_dtype != dt:
-                self._lowp = (sae.W_enc.detach().to(encode_dtype), sae.b_enc.detach().to(encode_dtype))
+                self._lowp = (
+                    sae.W_enc.detach().to(encode_dtype),
+                    sae.b_enc.detach().to(encode_dtype),
+                )
 
     @property
     def is_noop(self) -> bool:
@@ -279,7 +295,9 @@ class SteeringHook:
         if self.positions == "generated":
             return ()
         return tuple(
-            sorted((iv.latent, iv.mode, iv.strength if iv.mode != "ablate" else 0.0) for iv in self.rows[r] if iv.enabled)
+            (iv.latent, iv.mode, iv.strength if iv.mode != "ablate" else 0.0)
+            for iv in self.rows[r]
+            if iv.enabled
         )
 
     # ------------------------------------------------------------------ the edit
@@ -292,19 +310,33 @@ class SteeringHook:
         return torch.ones(T, dtype=torch.bool, device=pos.device)
 
     def clamped_acts(self, x: Tensor) -> Tensor:
-        """TopK activations z (N, mc) of the clamped latents for raw residuals x (N, d)."""
+        """TopK activations z (N, mc) of the clamped latents for raw residuals x (N, d).
+
+        z_i = pre_i when latent i is among the k largest pre-activations, else 0. The
+        edited latents' own pre-activations are cheap (mc rows of W_enc); the full
+        (N, n_latents) product that decides TopK membership is run only for the tokens
+        where one of them is positive (elsewhere z_i = 0 whatever the others do).
+        """
         sae = self.sae
-        if self._lowp is None:  # exact: the SAE's own encode
-            top_acts, top_idx = sae.encode(x)  # (N, k)
-            hit = top_idx.unsqueeze(-1) == self.clamp_latents  # (N, k, mc)
-            return (top_acts.unsqueeze(-1) * hit).sum(dim=1)
         x_n = sae.normalize(x) - sae.b_pre  # (N, d)
-        exact = F.relu(F.linear(x_n, self._w_enc_c, self._b_enc_c))  # (N, mc) in the SAE dtype
+        own = F.relu(F.linear(x_n, self._w_enc_c, self._b_enc_c))  # (N, mc) in the SAE dtype
+        live = own.gt(0).any(dim=-1).nonzero().flatten()  # tokens that may have z_i > 0
+        z = torch.zeros_like(own)
+        if live.numel() == 0:
+            return z
+        if self._lowp is None:  # exact: the SAE's own encode
+            top_acts, top_idx = sae.encode(x[live])  # (L, k)
+            hit = top_idx.unsqueeze(-1) == self.clamp_latents  # (L, k, mc)
+            z[live] = (top_acts.unsqueeze(-1) * hit).sum(dim=1).to(z.dtype)
+            return z
         w, b = self._lowp
-        pre = F.relu(F.linear(x_n.to(w.dtype), w, b))  # (N, n) all latents, for the threshold only
-        kth = pre.topk(sae.k, dim=-1, sorted=False).values.min(dim=-1, keepdim=True).values  # (N, 1)
-        member = pre[:, self.clamp_latents] >= kth  # (N, mc) in the TopK?
-        return exact * member
+        pre = F.linear(x_n[live].to(w.dtype), w, b).relu_()  # (L, n) low precision, threshold only
+        kth = (
+            pre.topk(sae.k, dim=-1, sorted=False).values.min(dim=-1, keepdim=True).values
+        )  # (L, 1)
+        member = pre[:, self.clamp_latents] >= kth  # (L, mc) in the TopK?
+        z[live] = own[live] * member
+        return z
 
     def edit(self, x: Tensor, offset: int | None = None) -> Tensor:
         """Steered copy of x (B, T, d) whose first token is at absolute `offset`."""
@@ -331,9 +363,13 @@ class SteeringHook:
             bidx = sel.nonzero().flatten()  # batch rows that clamp
             tidx = pmask.nonzero().flatten()  # positions steered
             xs = x.to(self.sae.device)[bidx][:, tidx]  # (Bc, Tp, d)
-            z = self.clamped_acts(xs.reshape(-1, xs.shape[-1])).view(len(bidx), len(tidx), -1)  # (Bc, Tp, mc)
+            z = self.clamped_acts(xs.reshape(-1, xs.shape[-1])).view(
+                len(bidx), len(tidx), -1
+            )  # (Bc, Tp, mc)
             r = rows[bidx]
-            diff = (self.clamp_val[r][:, None, :] - z) * self.clamp_mask[r][:, None, :]  # (Bc, Tp, mc)
+            diff = (self.clamp_val[r][:, None, :] - z) * self.clamp_mask[r][
+                :, None, :
+            ]  # (Bc, Tp, mc)
             dc = diff @ self.clamp_dirs  # (Bc, Tp, d)
             if delta is None:
                 delta = torch.zeros(B, T, x.shape[-1], device=dc.device, dtype=dc.dtype)
@@ -353,7 +389,9 @@ class SteeringHook:
 
     def reset(self, offset: int = 0, rows_index: Tensor | list[int] | None = None) -> SteeringHook:
         self.offset = offset
-        self.rows_index = None if rows_index is None else torch.as_tensor(rows_index, dtype=torch.long)
+        self.rows_index = (
+            None if rows_index is None else torch.as_tensor(rows_index, dtype=torch.long)
+        )
         return self
 
     def __enter__(self) -> SteeringHook:

@@ -65,7 +65,9 @@ def test_planted_feature_has_the_planted_token_in_its_top_contexts(lm, planted):
     entry = catalog.entry(0)
     assert entry.contexts and all(c.tokens[c.max_pos] == " Bridge" for c in entry.contexts)
     assert all(c.acts[c.max_pos] == max(c.acts) > 0 for c in entry.contexts)
-    assert [c.max_act for c in entry.contexts] == sorted((c.max_act for c in entry.contexts), reverse=True)
+    assert [c.max_act for c in entry.contexts] == sorted(
+        (c.max_act for c in entry.contexts), reverse=True
+    )
     assert "Bridge" in entry.label
     assert entry.max_act == pytest.approx(max(c.max_act for c in entry.contexts), rel=1e-2)
     # " Bridge" is 1 token of the ~20 of its sentence, which is 1 of the 6 sentences.
@@ -76,7 +78,9 @@ def test_planted_feature_has_the_planted_token_in_its_top_contexts(lm, planted):
 def test_planted_feature_is_found_by_text_and_by_search(lm, planted):
     sae, catalog = planted
     for cat in (None, catalog):
-        found = latents_for_text(lm, sae, "They crossed the Golden Gate Bridge at dawn.", n=5, catalog=cat)
+        found = latents_for_text(
+            lm, sae, "They crossed the Golden Gate Bridge at dawn.", n=5, catalog=cat
+        )
         assert found[0][0] == 0
     assert latents_for_text(lm, sae, "Dogs are loyal animals.", n=64)[0][0] != 0
     assert catalog.search("bridge")[0].index == 0
@@ -108,7 +112,15 @@ def test_catalog_saves_beside_the_sae_and_loads_fast(lm, planted, tmp_path):
 def test_catalog_from_a_corpus_file(lm, planted, tiny_corpus):
     sae, _ = planted
     seen = []
-    catalog = build_catalog(lm, sae, tiny_corpus, n_tokens=1024, ctx_len=32, batch_size=4, progress=lambda d, n: seen.append((d, n)))
+    catalog = build_catalog(
+        lm,
+        sae,
+        tiny_corpus,
+        n_tokens=1024,
+        ctx_len=32,
+        batch_size=4,
+        progress=lambda d, n: seen.append((d, n)),
+    )
     assert seen[-1] == (1024, 1024) and len(seen) == 8
     assert catalog.meta["n_tokens"] == 32 * 31  # first position of each context skipped
     assert catalog.frequency[0] > 0

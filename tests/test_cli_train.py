@@ -138,8 +138,10 @@ def test_interrupted_run_resumes_to_the_same_weights(
     assert (out / "train_state").exists()
     monkeypatch.setattr(trainer_module.Trainer, "fit", original_fit)
 
-    # Without --resume the folder is protected; with it the run finishes.
+    # Without --resume the folder is protected; a resume must read the same activations.
     assert_one_line_error(invoke(*args), "--resume")
+    other_layer = [a if a != "resid_post.1" else "resid_post.2" for a in args]
+    assert_one_line_error(invoke(*other_layer, "--resume"), "cannot resume", "resid_post.1")
     result = invoke(*args, "--resume")
     assert result.exit_code == 0, result.output
     for name in ("64-k4", "128-k8"):
@@ -218,6 +220,24 @@ def test_eval_bad_input_is_one_line_error(tiny_model_dir, tiny_corpus, tmp_path)
     assert_one_line_error(invoke("eval", "--sae", no_hook, *common), "--layer")
     no_corpus = save_sae(tmp_path / "nocorpus", model_name=model)
     assert_one_line_error(invoke("eval", "--sae", no_corpus, "--device", "cpu"), "--corpus")
+
+
+def test_eval_reads_a_sparsify_checkpoint(tiny_model_dir, tiny_corpus, tmp_path):
+    from sae import export_sae
+
+    export_sae(TopKSAE(SAEConfig(32, 64, 4)), tmp_path / "layers.1", "sparsify")
+    common = ["--model", tiny_model_dir, "--corpus", tiny_corpus, "--tokens", "50", "--json"]
+    assert_one_line_error(invoke("eval", "--sae", tmp_path / "layers.1", *common), "--layer")
+    result = invoke("eval", "--sae", tmp_path / "layers.1", "--layer", "1", *common)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["layers.1"]["split"] == "all"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_model_dir, tiny_corpus, tmp_path):
+    args = tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "run")
+    args[args.index("--device") + 1] = "cuda"
+    assert_one_line_error(invoke(*args), "no CUDA device")
 
 
 def test_help_defines_the_metrics():

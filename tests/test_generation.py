@@ -52,7 +52,9 @@ STEER = [Intervention(3, 25.0, "clamp"), Intervention(7, -10.0, "add")]
 def test_batched_side_by_side_equals_separate_generations(lm, positions, temperature):
     sae = make_sae(lm)
     ids = build_prompt_ids(lm, "The Golden Gate Bridge is", chat=False)
-    settings = GenerationSettings(max_new_tokens=12, temperature=temperature, top_p=0.9, seed=3, positions=positions)
+    settings = GenerationSettings(
+        max_new_tokens=12, temperature=temperature, top_p=0.9, seed=3, positions=positions
+    )
     together, _, _ = run(lm, sae, ids, [[], STEER], settings)
     alone_base, _, _ = run(lm, sae, ids, [[]], settings)
     alone_steer, _, _ = run(lm, sae, ids, [STEER], settings)
@@ -75,7 +77,10 @@ def test_events_stream_and_rows_stop_on_eos(monkeypatch):
     seen = []
     for events in generate_rows(lm, sae, ids, [[], STEER], settings):
         seen.append([(e.row, e.step, e.token_id, e.done) for e in events])
-    assert seen[s] == [(0, s, base[s], True), (1, s, steered[s], False)]  # row 0 ends at its EOS ...
+    assert seen[s] == [
+        (0, s, base[s], True),
+        (1, s, steered[s], False),
+    ]  # row 0 ends at its EOS ...
     assert all(len(step) == 1 and step[0][0] == 1 for step in seen[s + 1 :])  # ... row 1 goes on
     assert [step[-1][2] for step in seen] == steered  # undisturbed by row 0 leaving the batch
     assert seen[-1][-1][3] and len(seen) == 10
@@ -97,7 +102,9 @@ def test_generation_works_for_every_family():
     for family in ("gpt2", "gpt_neox"):
         lm = make_tiny_lm(family)
         sae = make_sae(lm)
-        out = generate_text(lm, sae, "Rivers flow", [[], STEER], GenerationSettings(max_new_tokens=5, chat=False))
+        out = generate_text(
+            lm, sae, "Rivers flow", [[], STEER], GenerationSettings(max_new_tokens=5, chat=False)
+        )
         assert [len(o["token_ids"]) for o in out] == [5, 5]
 
 
@@ -127,7 +134,15 @@ def test_prompts_chat_template_and_errors(lm, tiny_tokenizer):
         with pytest.raises(ValueError, match="the prompt is empty"):
             build_prompt_ids(lm, empty)
     with pytest.raises(ValueError, match="context of 256 tokens"):
-        next(generate_rows(lm, None, torch.ones(250, dtype=torch.long), [[]], GenerationSettings(max_new_tokens=10)))
+        next(
+            generate_rows(
+                lm,
+                None,
+                torch.ones(250, dtype=torch.long),
+                [[]],
+                GenerationSettings(max_new_tokens=10),
+            )
+        )
     with pytest.raises(ValueError, match="steering needs an SAE"):
         next(generate_rows(lm, None, plain, [STEER], GenerationSettings()))
     with pytest.raises(ValueError, match="temperature"):

@@ -26,7 +26,9 @@ def lm():
 
 @pytest.fixture
 def ids(tiny_tokenizer):
-    return tiny_tokenizer("The Golden Gate Bridge is a suspension bridge.", return_tensors="pt").input_ids
+    return tiny_tokenizer(
+        "The Golden Gate Bridge is a suspension bridge.", return_tensors="pt"
+    ).input_ids
 
 
 def logits_with(lm, ids, hook=None):
@@ -46,7 +48,10 @@ def test_clamp_keeps_the_error_term(lm, ids):
         z = torch.zeros(x.shape[1], sae.n_latents).scatter(1, top_idx, top_acts)  # (T, n)
         active = int(z.gt(0).sum(0).argmax())
         inactive = int(z.gt(0).sum(0).argmin())
-        for ivs in ([Intervention(active, 2.5)], [Intervention(active, 0, "ablate"), Intervention(inactive, 1.5)]):
+        for ivs in (
+            [Intervention(active, 2.5)],
+            [Intervention(active, 0, "ablate"), Intervention(inactive, 1.5)],
+        ):
             hook = SteeringHook(lm, sae, [ivs], encode_dtype=None)
             edited = hook.edit(x, 0)[0]
             z_new = z.clone()
@@ -69,9 +74,21 @@ def test_clamp_to_own_activation_leaves_logits_unchanged(lm, ids):
         for t in range(ids.shape[1]):
             j = int(top_acts[t].argmax())
             for encode_dtype in (None, "auto"):
-                hook = SteeringHook(lm, sae, [[Intervention(int(top_idx[t, j]), float(top_acts[t, j]))]], encode_dtype=encode_dtype)
-                assert torch.allclose(hook.edit(x[None, t : t + 1], t), x[None, t : t + 1], atol=1e-5)
-            hook = SteeringHook(lm, sae, [[Intervention(int(top_idx[t, j]), float(top_acts[t, j]))]], encode_dtype=None)
+                hook = SteeringHook(
+                    lm,
+                    sae,
+                    [[Intervention(int(top_idx[t, j]), float(top_acts[t, j]))]],
+                    encode_dtype=encode_dtype,
+                )
+                assert torch.allclose(
+                    hook.edit(x[None, t : t + 1], t), x[None, t : t + 1], atol=1e-5
+                )
+            hook = SteeringHook(
+                lm,
+                sae,
+                [[Intervention(int(top_idx[t, j]), float(top_acts[t, j]))]],
+                encode_dtype=None,
+            )
             with hook.reset(t):
                 out = lm.model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
             cache = out.past_key_values
@@ -85,7 +102,10 @@ def test_ablating_an_inactive_latent_changes_nothing(lm, ids):
         fired = torch.zeros(sae.n_latents, dtype=torch.bool)
         fired[sae.encode(x).top_indices.flatten()] = True
     never = int((~fired).nonzero()[0])
-    torch.testing.assert_close(logits_with(lm, ids, SteeringHook(lm, sae, [Intervention(never, 0, "ablate")])), logits_with(lm, ids))
+    torch.testing.assert_close(
+        logits_with(lm, ids, SteeringHook(lm, sae, [Intervention(never, 0, "ablate")])),
+        logits_with(lm, ids),
+    )
 
 
 def test_fast_encode_matches_exact_encode(lm, ids):
@@ -122,7 +142,9 @@ def test_positions_generated_leaves_prompt_logits_untouched(lm, ids):
     P = ids.shape[1]
     clean = logits_with(lm, ids)[0]
     for mode in ("clamp", "add"):
-        hook = SteeringHook(lm, sae, [Intervention(3, 10.0, mode)], positions="generated", prompt_len=P)
+        hook = SteeringHook(
+            lm, sae, [Intervention(3, 10.0, mode)], positions="generated", prompt_len=P
+        )
         steered = logits_with(lm, ids, hook)[0]
         torch.testing.assert_close(steered[: P - 1], clean[: P - 1])  # predict prompt tokens
         assert not torch.allclose(steered[P - 1], clean[P - 1])  # predicts the first new token
@@ -154,11 +176,17 @@ def test_positions_work_with_the_kv_cache(lm, ids, positions):
 def test_rows_are_steered_independently(lm, ids):
     sae = make_sae(lm)
     batch = ids.expand(3, -1)
-    rows = [[], [Intervention(3, 8.0, "add")], [Intervention(3, 8.0, "add"), Intervention(3, 8.0, "add", enabled=False)]]
+    rows = [
+        [],
+        [Intervention(3, 8.0, "add")],
+        [Intervention(3, 8.0, "add"), Intervention(3, 8.0, "add", enabled=False)],
+    ]
     out = logits_with(lm, batch, SteeringHook(lm, sae, rows))
     torch.testing.assert_close(out[0], logits_with(lm, ids)[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out[1], out[2])
-    torch.testing.assert_close(out[1], logits_with(lm, ids, SteeringHook(lm, sae, [rows[1]]))[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        out[1], logits_with(lm, ids, SteeringHook(lm, sae, [rows[1]]))[0], atol=1e-5, rtol=1e-4
+    )
 
 
 def test_relative_strengths_use_max_activations(lm, ids):
@@ -167,7 +195,9 @@ def test_relative_strengths_use_max_activations(lm, ids):
     max_acts[3], max_acts[4], max_acts[5] = 3.0, 2.0, 4.0  # latent 7 never fired: median of live
     with torch.inference_mode():
         x = lm.residual(ids, LAYER)
-    rel = SteeringHook(lm, sae, [Intervention(3, 2.0, "add"), Intervention(7, 1.0)], max_acts=max_acts)
+    rel = SteeringHook(
+        lm, sae, [Intervention(3, 2.0, "add"), Intervention(7, 1.0)], max_acts=max_acts
+    )
     raw = SteeringHook(lm, sae, [Intervention(3, 6.0, "add"), Intervention(7, 3.0)])
     torch.testing.assert_close(rel.edit(x, 0), raw.edit(x, 0))
     assert strength_scales([3, 7], None).tolist() == [1.0, 1.0]
@@ -175,7 +205,9 @@ def test_relative_strengths_use_max_activations(lm, ids):
 
 def test_validation_errors_are_one_line(lm):
     sae = make_sae(lm)
-    with pytest.raises(ValueError, match=r"^feature 99999 is out of range: the SAE has 64 latents \(0\.\.63\)$"):
+    with pytest.raises(
+        ValueError, match=r"^feature 99999 is out of range: the SAE has 64 latents \(0\.\.63\)$"
+    ):
         SteeringHook(lm, sae, [Intervention(99999, 1.0)])
     with pytest.raises(ValueError, match="unknown steering mode 'boost'"):
         Intervention(1, 1.0, "boost")

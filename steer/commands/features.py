@@ -199,7 +199,7 @@ def render_context(tokens: list[str], acts: list[float], max_pos: int, scale: fl
 
     text = Text()
     scale = scale if scale > 0 else max(acts + [1e-9])
-    for j, (tok, act) in enumerate(zip(tokens, acts)):
+    for j, (tok, act) in enumerate(zip(tokens, acts, strict=True)):
         shown = tok.replace("\n", "⏎")
         style = ""
         if act > 0:

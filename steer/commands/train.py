@@ -171,7 +171,9 @@ def train(
     ),
     k: str = typer.Option("32", "--k", "-k", help="Comma list of active latents per token (TopK)."),
     batch_tokens: int = typer.Option(
-        4096, "--batch-tokens", help="Activations (tokens) per optimizer step."
+        4096,
+        "--batch-tokens",
+        help="Activations (tokens) per optimizer step; under torchrun the global batch, split across the processes.",
     ),
     tokens: str = typer.Option(
         "10M", "--tokens", "-n", help="Total training tokens, e.g. 500k, 10M."
@@ -207,10 +209,14 @@ def train(
     """Train TopK SAEs (Gao et al. 2024) on the residual stream after one block.
 
     Activations stream from the model, the first position of each context skipped; every width x k pair trains on the same batches. Checkpoints (cfg.json + sae.safetensors per SAE), metrics.jsonl and the training state go to --out. Ctrl-C saves and stops; run the same command with --resume to continue.
+
+    Data parallel: launch with torchrun (e.g. torchrun --nproc_per_node 2 -m steer.cli train ...); each process reads its own share of the corpus, rank 0 writes the files.
     """
+    from sae.distributed import DistributedTrainer, rank_batch_tokens
     from sae.trainer import TrainConfig, Trainer
     from steer.activations import ActivationStream
     from steer.data import TokenContexts
+    from steer.distributed import ShardedStream, init_distributed, shutdown_distributed
     from steer.evaluate import DEFAULT_HELDOUT_FRACTION
     from steer.models import load_model, parse_hookpoint
 
@@ -228,7 +234,8 @@ def train(
         raise ValueError("--batch-tokens and --save-every must be positive")
     layer_index = parse_hookpoint(layer) if layer is not None else None
 
-    dev = check_device(resolve_device(device))
+    dist_env = init_distributed(device)  # torchrun: join the process group, cuda:LOCAL_RANK
+    dev = check_device(dist_env.device if dist_env.distributed else resolve_device(device))
     quiet_model_loading()
     lm = load_model(model, device=dev, dtype=torch_dtype)
     if layer_index is None:
@@ -244,6 +251,10 @@ def train(
     corpus_spec = corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
     out_dir = Path(out) if out is not None else default_out_dir(model, layer_index)
     state_dir = out_dir / "train_state"
+    if batch_tokens < dist_env.world_size:
+        raise ValueError(
+            f"--batch-tokens {batch_tokens} is smaller than the {dist_env.world_size} processes"
+        )
     if resume and not state_dir.exists():
         raise ValueError(
             f"nothing to resume: {state_dir} does not exist (run without --resume first)"
@@ -281,10 +292,14 @@ def train(
         lm,
         layer_index,
         RepeatContexts(contexts_for),
-        batch_tokens=batch_tokens,
+        batch_tokens=rank_batch_tokens(batch_tokens, dist_env.rank, dist_env.world_size),
         seed=seed,
         autocast=dtype == "auto",
+        rank=dist_env.rank,
+        world_size=dist_env.world_size,
     )
+    # Resumable with another number of processes than the run it continues.
+    stream = ShardedStream(stream, ctx_len)
 
     params = dict(
         model=model,
@@ -315,6 +330,7 @@ def train(
         "dtype": dtype,
         "seed": seed,
         "skip_first": 1,
+        "world_size": dist_env.world_size,
     }
     steps = max(1, total_tokens // batch_tokens)
     cfg = TrainConfig(
@@ -332,7 +348,7 @@ def train(
         warmup_steps=min(100, max(1, steps // 20)),
         log_every_steps=min(10, max(1, steps // 100)),
     )
-    trainer = Trainer(
+    trainer = (DistributedTrainer if dist_env.distributed else Trainer)(
         cfg,
         lm.d_model,
         out_dir,
@@ -341,20 +357,40 @@ def train(
         provenance=provenance,
     )
 
-    err = typer.echo
+    # Only rank 0 talks (and writes files: see sae/distributed.py).
+    err = typer.echo if dist_env.is_main else (lambda *args, **kwargs: None)
     err(
         f"training {len(width_list) * len(ks)} SAE(s) on {model} resid_post.{layer_index} "
         f"(d={lm.d_model}): widths {width_list}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
         err=True,
     )
-    result = _fit_with_progress(trainer, stream, total_tokens, resume)
+    if dist_env.distributed:
+        err(
+            f"data parallel: {dist_env.world_size} processes ({dist_env.backend}), global batch "
+            f"{batch_tokens:,} tokens = about {batch_tokens // dist_env.world_size:,} per process",
+            err=True,
+        )
+    result = _fit_with_progress(trainer, stream, total_tokens, resume, show=dist_env.is_main)
+    if stream.resharded:
+        err(
+            f"resumed a {stream.resharded['from']}-process run with {dist_env.world_size}: skipped "
+            f"the {stream.resharded['skipped_contexts']:,} contexts its processes had started",
+            err=True,
+        )
+    shutdown_distributed()
 
     stopped = result.get("stopped", "done")
-    _print_summary(result, out_dir)
+    if dist_env.is_main:
+        _print_summary(result, out_dir)
     if stopped == "interrupted":
         err(
             f"interrupted at {result.get('tokens', 0):,} tokens; checkpoints and training state "
-            f"saved in {out_dir}. Resume with:\n  {command} --resume",
+            f"saved in {out_dir}. Resume with:\n  {command} --resume"
+            + (
+                f"\n(under torchrun, as launched: {dist_env.world_size} processes, or any other number)"
+                if dist_env.distributed
+                else ""
+            ),
             err=True,
         )
         raise typer.Exit(130)
@@ -377,8 +413,9 @@ def _command_line(params: dict) -> str:
     return shlex.join(words)
 
 
-def _fit_with_progress(trainer, stream, total_tokens: int, resume: bool) -> dict:
-    """Run trainer.fit with a rich progress bar; SIGINT asks the trainer to save and stop."""
+def _fit_with_progress(trainer, stream, total_tokens: int, resume: bool, show: bool = True) -> dict:
+    """Run trainer.fit with a rich progress bar (show=False: silent, for ranks other than 0);
+    SIGINT or SIGTERM (torchrun forwards both to its workers) asks the trainer to save and stop."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -388,8 +425,8 @@ def _fit_with_progress(trainer, stream, total_tokens: int, resume: bool) -> dict
         TimeRemainingColumn,
     )
 
-    console = Console(stderr=True)
-    interactive = console.is_terminal
+    console = Console(stderr=True, quiet=not show)
+    interactive = console.is_terminal and show
     progress = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
@@ -428,16 +465,18 @@ def _fit_with_progress(trainer, stream, total_tokens: int, resume: bool) -> dict
             "\nCtrl-C: saving and stopping after this step (press again to abort)", highlight=False
         )
 
-    try:
-        previous = signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-        previous = None
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, on_sigint)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            pass
     try:
         with progress:
             return trainer.fit(stream, resume=resume, on_log=on_log)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _format_metrics(saes: dict, limit: int = 3) -> str:
