@@ -44,3 +44,21 @@ def test_neighbours_in_wider_saes_find_the_split_feature(tmp_path):
     assert family_neighbours(wide, 0) == {}  # nothing wider
     with pytest.raises(ValueError, match="out of range"):
         family_neighbours(narrow, 32)
+
+
+def test_cli_features_family(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from steer.cli import app
+
+    narrow, _, _ = make_family(tmp_path)
+    result = CliRunner().invoke(app, ["features", "--sae", str(narrow), "--id", "3", "--family", "--top", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert {nb["latent"] for nb in out["wider"]["64-k4"]} == {6, 10}
+    table = CliRunner().invoke(app, ["features", "--sae", str(narrow), "--id", "3", "--family"])
+    assert table.exit_code == 0 and "128-k4" in table.output
+    bad = CliRunner().invoke(app, ["features", "--sae", str(narrow), "--family"])
+    assert bad.exit_code == 1 and "--family needs --id" in bad.output

@@ -31,6 +31,12 @@ def features(
         "-s",
         help="Latents whose label, logit-lens tokens or top contexts contain this.",
     ),
+    family: bool = typer.Option(
+        False,
+        "--family",
+        help="With --id: the feature's nearest features (decoder cosine) in the wider SAEs "
+        "of its family (sibling folders at the same hook point): how it splits.",
+    ),
     top: int = typer.Option(20, "--top", "-n", help="How many latents to list."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -40,6 +46,8 @@ def features(
 
     --id shows the feature's top activating contexts (activating tokens highlighted), its
     logit-lens tokens and statistics."""
+    if family and id is None:
+        raise ValueError("--family needs --id N (the feature whose splits to show)")
     asked = [x is not None for x in (text, id, search)]
     if sum(asked) != 1:
         raise ValueError("give exactly one of: a TEXT, --id N, or --search WORD")
@@ -47,7 +55,9 @@ def features(
         raise ValueError("the text is empty")
     if top < 1:
         raise ValueError(f"--top must be positive, got {top}")
-    if id is not None:
+    if family:
+        _show_family(sae, id, min(top, 10), json_out)
+    elif id is not None:
         _show_entry(sae, id, model, device, json_out)
     elif search is not None:
         _search(sae, search, top, json_out)
@@ -217,3 +227,36 @@ def _entry_without_catalog(sae_dir: Path, latent: int, model, device):
     top, bottom = logit_lens(lm, sae.decoder_directions([latent]), n=10, fast=False)
     decode = lambda ids: [lm.tokenizer.decode([t]) for t in ids.tolist()]  # noqa: E731
     return FeatureEntry(latent, "", 0.0, 0.0, 0.0, decode(top[0]), decode(bottom[0]), [])
+
+
+def _show_family(sae_dir: Path, latent: int, n: int, json_out: bool) -> None:
+    from steer.family import family_neighbours
+
+    sae, catalog = _sae_and_catalog(sae_dir)
+    label = catalog.label(latent) if catalog is not None and 0 <= latent < sae.n_latents else ""
+    neighbours = family_neighbours(sae_dir, latent, n=n)
+    if json_out:
+        out = {
+            "sae": str(sae_dir),
+            "feature": latent,
+            "label": label,
+            "wider": {m: [asdict(nb) for nb in hits] for m, hits in neighbours.items()},
+        }
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not neighbours:
+        console.print(f"no wider SAE beside {sae_dir} (the family is the sibling folders at its hook point)")
+        return
+    table = Table(title=f"feature {latent} of {Path(sae_dir).name} {label!r}: nearest features in wider SAEs")
+    table.add_column("SAE")
+    table.add_column("feature", justify="right")
+    table.add_column("cosine", justify="right")
+    table.add_column("label", overflow="fold")
+    for member, hits in neighbours.items():
+        for nb in hits:
+            table.add_row(member, str(nb.latent), f"{nb.cosine:.3f}", nb.label)
+    console.print(table)
