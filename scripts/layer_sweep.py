@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--tokens", default="400k")
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--out", default="runs/sweep")
+    parser.add_argument("--no-steer", action="store_true", help="skip the steering test (slow on CPU)")
     args = parser.parse_args()
 
     lm = load_model()
@@ -112,8 +113,11 @@ def main() -> None:
         sae = next(iter(trainer.saes.values())).eval()
         heldout = TokenContexts(HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0)
         metrics = evaluate_saes(lm, {"sae": sae}, layer, heldout, EvalConfig(tokens=args.eval_tokens))["sae"]
-        max_acts, freq = latent_stats(lm, sae, layer, args.eval_tokens)
-        hits, total, examples = steering_hits(lm, sae, layer, max_acts, freq)
+        hits = total = 0
+        examples = []
+        if not args.no_steer:
+            max_acts, freq = latent_stats(lm, sae, layer, args.eval_tokens)
+            hits, total, examples = steering_hits(lm, sae, layer, max_acts, freq)
         row = {
             "layer": layer,
             "tokens": summary["tokens"],
