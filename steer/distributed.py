@@ -102,15 +102,21 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if not dist.is_initialized():
         kwargs = {"device_id": torch.device(dev)} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, **kwargs)
-        atexit.register(shutdown_distributed)
+        atexit.register(shutdown_distributed, wait=False)
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group (idempotent)."""
+def shutdown_distributed(wait: bool = True) -> None:
+    """Leave the process group (idempotent).
+
+    wait: first a barrier, so no rank tears its connections down while a peer still uses
+    them (gloo can then abort the peer: "terminate called without an active exception").
+    The atexit fallback, reached after an error when peers may be gone, does not wait."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -53,11 +53,12 @@ class RankSource:
     concatenating the ranks' batches gives exactly one process's batch i.
 
     Resumable (state: next batch index), but not re-shardable (see ReshardableSource).
-    Hooks for the tests: `on_batch(i)` before yielding batch i, `length` to end early."""
+    Hooks for the tests: `on_batch(i)` before yielding batch i, `length` to end early,
+    `nan_at`: batch index made all-NaN."""
 
-    def __init__(self, rank=0, world=1, seed=0, on_batch=None, length=None):
+    def __init__(self, rank=0, world=1, seed=0, on_batch=None, length=None, nan_at=None):
         self.rank, self.world, self.seed = rank, world, seed
-        self.on_batch, self.length = on_batch, length
+        self.on_batch, self.length, self.nan_at = on_batch, length, nan_at
         self.start = sum(rank_batch_tokens(GLOBAL_BATCH, r, world) for r in range(rank))
         self.size = rank_batch_tokens(GLOBAL_BATCH, rank, world)
         self.dictionary = _dictionary()
@@ -77,6 +78,8 @@ class RankSource:
             idx = torch.randint(0, N_TRUE, (GLOBAL_BATCH, 3), generator=g)
             acts = torch.rand(GLOBAL_BATCH, 3, generator=g) + 0.5
             x = torch.einsum("nk,nkd->nd", acts, self.dictionary[idx]) * 4.0 + 1.0
+            if self.i == self.nan_at:
+                x = torch.full_like(x, float("nan"))
             self.i += 1
             yield x[self.start : self.start + self.size]
 
@@ -100,8 +103,11 @@ def make_trainer(cls, out, cfg=CFG, fresh=True):
 
 # ---------------------------------------------------------------------- worker processes
 def _worker(rank: int, store: str, jobs: list, report: str) -> None:
+    import faulthandler
+
     import torch.distributed as dist
 
+    faulthandler.enable()  # a native crash prints the Python stack (in the test's stderr)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     results = {}
@@ -114,7 +120,7 @@ def _worker(rank: int, store: str, jobs: list, report: str) -> None:
                 dist.barrier()
                 continue
             trainer = make_trainer(DistributedTrainer, out, fresh=kind == "train")
-            on_batch, on_log, length = None, None, None
+            on_batch, on_log, length, nan_at = None, None, None, None
             if job.get("stop_rank") == rank:  # request_stop on ONE rank: all must stop together
                 on_batch = lambda i, t=trainer, at=job["stop_at"]: t.request_stop() if i == at else None  # noqa: E731
             if job.get("kill_at") is not None and rank == 0:
@@ -123,7 +129,9 @@ def _worker(rank: int, store: str, jobs: list, report: str) -> None:
                         os.kill(os.getpid(), signal.SIGKILL)  # no save, no cleanup
             if job.get("short_rank") == rank:
                 length = job["short_len"]
-            source = RankSource(rank, WORLD, on_batch=on_batch, length=length)
+            if job.get("nan_rank") == rank:
+                nan_at = job["nan_at"]
+            source = RankSource(rank, WORLD, on_batch=on_batch, length=length, nan_at=nan_at)
             try:
                 summary = trainer.fit(source, resume=job.get("resume", False), on_log=on_log)
                 results[job["name"]] = {"summary": summary}
@@ -135,6 +143,8 @@ def _worker(rank: int, store: str, jobs: list, report: str) -> None:
         raise
     finally:
         Path(f"{report}.{rank}.json").write_text(json.dumps(results))
+        import gc; gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -191,6 +201,8 @@ def runs(tmp_path_factory):
             {"kind": "resume", "name": "resume-kill", "out": tmp / "kill", "resume": True},
             # rank 1's data ends after 7 batches: both ranks must fail, not hang
             {"kind": "train", "name": "short", "out": tmp / "short", "short_rank": 1, "short_len": 7},
+            # rank 1's batch 6 (step 7) is NaN: both ranks skip that step and stop together
+            {"kind": "train", "name": "nan", "out": tmp / "nan", "nan_rank": 1, "nan_at": 6},
         ]
         reports = _spawn(tmp, "main", jobs)
     finally:
@@ -257,6 +269,15 @@ def test_ranks_out_of_step_fail_instead_of_hanging(runs):
     for report in runs["reports"]:
         assert "out of step" in report["short"]["error"]
         assert "ended early" in report["short"]["error"]
+
+
+def test_nan_on_one_rank_stops_every_rank_with_the_last_good_checkpoint(runs):
+    for report in runs["reports"]:
+        assert report["nan"]["summary"]["stopped"] == "nan"
+        assert report["nan"]["summary"]["steps"] == 6
+    meta, tensors = load_state(runs["tmp"] / "nan" / "train_state")
+    assert meta["step"] == 4
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("sae/"))
 
 
 def test_two_rank_state_resumes_in_one_process_or_says_it_cannot(runs, tmp_path):
