@@ -17,6 +17,7 @@ the middle of (at most one chunk each) is never trained on.
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import math
 import os
@@ -115,6 +116,7 @@ def shutdown_distributed(wait: bool = True) -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # free tensors of finished collectives while the interpreter is whole
         if wait:
             dist.barrier()
         dist.destroy_process_group()
