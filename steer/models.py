@@ -178,6 +178,10 @@ def load_model(
     name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> LoadedModel:
     """Load `smollm2-135m` (embedded), a Hub id (`gpt2`, `EleutherAI/pythia-70m`) or a local dir."""
+    from transformers.utils import logging as hf_logging
+
+    # transformers' "Loading weights" bar would bury our own progress and one-line errors.
+    hf_logging.disable_progress_bar()
     if name in (DEFAULT_MODEL, EMBEDDED_HUB_ID) and embedded_gguf_path() is not None:
         model, tokenizer = _load_embedded(dtype)
     else:

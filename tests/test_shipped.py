@@ -1,0 +1,75 @@
+"""The SAE family shipped in checkpoints/ for the embedded model (issue 6)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import requires_embedded
+
+from sae import TopKSAE
+from steer.catalog import FeatureCatalog
+from steer.engine import find_default_sae
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "checkpoints" / "smollm2-135m"
+HELDOUT_SAMPLE = ROOT / "tests" / "data" / "wiki-heldout-sample.jsonl"
+MEMBERS = sorted(p.parent for p in SHIPPED.glob("*/*/cfg.json"))
+
+# The README's claims for the default SAE, with margin (see README "The shipped SAEs").
+FVU_CEILING = 0.30
+# The README walk-through: this feature of the default SAE, clamped at this strength.
+WALKTHROUGH = {"feature": None, "strength": 10.0, "prompt": "Tell me about your weekend.", "concept": r"paris|french|france"}
+
+
+def test_a_family_is_shipped_with_a_default():
+    assert len(MEMBERS) >= 2, "checkpoints/smollm2-135m/<hookpoint>/<n>-k<k>/ should hold a family"
+    default = find_default_sae()
+    assert default is not None and default.resolve() in [m.resolve() for m in MEMBERS]
+    total = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    assert total < 60 * 2**20, f"shipped checkpoints take {total / 2**20:.1f} MB (limit 60)"
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=lambda p: p.name)
+def test_member_loads_fits_the_model_and_has_a_catalog(member):
+    sae = TopKSAE.load(member)
+    assert sae.cfg.d_in == 576 and sae.cfg.model_name == "smollm2-135m"
+    assert sae.cfg.hookpoint == member.parent.name
+    assert "command" in json.dumps(sae.cfg.extra), "the training command is recorded"
+    assert (member / "metrics.jsonl").is_file()
+    catalog = FeatureCatalog.load(member)
+    assert catalog.n_latents == sae.n_latents and catalog.matches(sae)
+    assert torch.isfinite(catalog.max_acts).all()
+
+
+@requires_embedded
+def test_default_sae_fvu_on_heldout_text_stays_under_the_readme_figure():
+    from steer.evaluate import EvalConfig, evaluate_saes
+    from steer.data import TokenContexts
+    from steer.models import load_model, parse_hookpoint
+
+    sae = TopKSAE.load(find_default_sae())
+    lm = load_model("smollm2-135m")
+    contexts = TokenContexts(HELDOUT_SAMPLE, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=24)
+    metrics = evaluate_saes(lm, {"sae": sae}, parse_hookpoint(sae.cfg.hookpoint), contexts, EvalConfig(tokens=3000))["sae"]
+    assert metrics["fvu"] < FVU_CEILING
+    assert metrics["loss_recovered"] > 0.8
+
+
+@requires_embedded
+def test_clamping_the_walkthrough_feature_steers_toward_its_concept():
+    from steer.generation import GenerationSettings, generate_text
+    from steer.steering import Intervention, open_sae
+
+    if WALKTHROUGH["feature"] is None:
+        pytest.skip("no walk-through feature chosen yet")
+    default = find_default_sae()
+    lm, sae = open_sae(default)
+    catalog = FeatureCatalog.load(default)
+    rows = [[], [Intervention(WALKTHROUGH["feature"], WALKTHROUGH["strength"], "clamp")]]
+    base, steered = generate_text(
+        lm, sae, WALKTHROUGH["prompt"], rows, GenerationSettings(max_new_tokens=40), max_acts=catalog.max_acts
+    )
+    assert not re.search(WALKTHROUGH["concept"], base["text"], re.I), base["text"]
+    assert re.search(WALKTHROUGH["concept"], steered["text"], re.I), steered["text"]
