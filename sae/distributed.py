@@ -136,7 +136,9 @@ class DistributedTrainer(Trainer):
         self.local_batch_tokens = rank_batch_tokens(cfg.batch_tokens, self.rank, self.world_size)
         # Batches of the initialisation sample, as one process would take them.
         init_tokens = min(cfg.geomedian_tokens, self.total_steps * cfg.batch_tokens)
-        self.local_geomedian_tokens = math.ceil(init_tokens / cfg.batch_tokens) * self.local_batch_tokens
+        self.local_geomedian_tokens = (
+            math.ceil(init_tokens / cfg.batch_tokens) * self.local_batch_tokens
+        )
         self._stop_local = False
         self._n_global = 0
         self._weights: Tensor | None = None  # [v_r / V, v_r / V, n_r / N] of this step
@@ -165,12 +167,22 @@ class DistributedTrainer(Trainer):
         if not self.distributed:
             super().request_stop()
 
-    def fit(self, source: Iterable[Tensor], *, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
+    def fit(
+        self,
+        source: Iterable[Tensor],
+        *,
+        resume: bool = False,
+        on_log: Callable[[dict], None] | None = None,
+    ) -> dict:
         """As Trainer.fit, on this rank's source; on_log is called on rank 0 only."""
         global_cfg = self.cfg
         # Inside fit the base class sees this rank's share of the batch; total_steps and
         # dead_after_tokens were fixed from the global config in __init__.
-        self.cfg = replace(global_cfg, batch_tokens=self.local_batch_tokens, geomedian_tokens=self.local_geomedian_tokens)
+        self.cfg = replace(
+            global_cfg,
+            batch_tokens=self.local_batch_tokens,
+            geomedian_tokens=self.local_geomedian_tokens,
+        )
         self._global_cfg = global_cfg
         try:
             return super().fit(source, resume=resume, on_log=on_log if self.is_main else None)
@@ -185,12 +197,16 @@ class DistributedTrainer(Trainer):
 
         The check is a fixed-size collective of its own: ranks at different points would
         otherwise exchange tensors of different sizes (a hang, or worse, garbage)."""
-        here = torch.tensor([float(phase), float(self.step)], dtype=torch.float64, device=self.device)
+        here = torch.tensor(
+            [float(phase), float(self.step)], dtype=torch.float64, device=self.device
+        )
         there = [torch.empty_like(here) for _ in range(self.world_size)]
         dist.all_gather(there, here, group=self.group)
         points = [(int(p), int(s)) for p, s in torch.stack(there).tolist()]
         if any(point != points[self.rank] for point in points):
-            where = ", ".join(f"rank {r}: {_PHASES.get(p, p)} at step {s}" for r, (p, s) in enumerate(points))
+            where = ", ".join(
+                f"rank {r}: {_PHASES.get(p, p)} at step {s}" for r, (p, s) in enumerate(points)
+            )
             raise RuntimeError(
                 f"data-parallel ranks are out of step ({where}): usually one rank's data "
                 "source ended early; give every rank at least total_tokens / world_size tokens"
@@ -213,10 +229,14 @@ class DistributedTrainer(Trainer):
         x = x.to(self.device, non_blocking=True)
         xf = x.float()
         n_r = x.shape[0]
-        header = torch.cat([
-            torch.tensor([float(n_r), float(self._stop_local)], dtype=torch.float64, device=self.device),
-            xf.sum(0, dtype=torch.float64),
-        ])
+        header = torch.cat(
+            [
+                torch.tensor(
+                    [float(n_r), float(self._stop_local)], dtype=torch.float64, device=self.device
+                ),
+                xf.sum(0, dtype=torch.float64),
+            ]
+        )
         table = self._sync_phase(_STEP, header)
         n_total = int(table[:, 0].sum().item())
         if bool(table[:, 1].any()):
@@ -246,7 +266,9 @@ class DistributedTrainer(Trainer):
         # A non-finite loss here (seen in this step's window increment) turns this rank's
         # scale into NaN, so the summed gradient is NaN on every rank and all of them
         # skip the step together. Tensor ops only: no host sync.
-        finite = torch.stack([torch.isfinite(self._window[n] - self._snapshot[n]).all() for n in self.saes]).all()
+        finite = torch.stack(
+            [torch.isfinite(self._window[n] - self._snapshot[n]).all() for n in self.saes]
+        ).all()
         scale = torch.where(finite, self._weights[0], torch.full_like(self._weights[0], math.nan))
         works = []
         for sae in self.saes.values():
@@ -254,7 +276,9 @@ class DistributedTrainer(Trainer):
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 p.grad.mul_(scale)
-                works.append(dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=self.group, async_op=True))
+                works.append(
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
+                )
         for work in works:
             work.wait()
 
@@ -275,7 +299,13 @@ class DistributedTrainer(Trainer):
             return super()._initialize(sample)
         xs = sample.to(self.device, torch.float32)
         bad = (~torch.isfinite(xs)).sum().double()
-        local = torch.stack([xs.pow(2).sum(dtype=torch.float64), torch.tensor(float(len(xs)), dtype=torch.float64, device=self.device), bad])
+        local = torch.stack(
+            [
+                xs.pow(2).sum(dtype=torch.float64),
+                torch.tensor(float(len(xs)), dtype=torch.float64, device=self.device),
+                bad,
+            ]
+        )
         total = self._sync_phase(_INIT, local).sum(0)
         mean_sq = float(total[0] / total[1])
         if float(total[2]) > 0 or not mean_sq > 0 or not math.isfinite(mean_sq):

@@ -102,7 +102,9 @@ def init_distributed(device: str = "auto") -> DistEnv:
         raise ValueError(f"--device {device} cannot train data-parallel (use cuda or cpu)")
     if not dist.is_initialized():
         kwargs = {"device_id": torch.device(dev)} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world, **kwargs)
+        dist.init_process_group(
+            backend=backend, init_method="env://", rank=rank, world_size=world, **kwargs
+        )
         atexit.register(shutdown_distributed, wait=False)
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
 
@@ -143,7 +145,8 @@ class ShardedStream:
         self.base_contexts = stream.contexts
         self.tokens_per_chunk = stream.chunk_contexts * (ctx_len - stream.skip_first)
         self.context_offset = 0
-        self.resharded: dict | None = None  # {"from": W_old, "skipped_contexts": ...} after a resize
+        # After resuming a run of another size: {"from": W_old, "skipped_contexts": n}.
+        self.resharded: dict | None = None
 
     @property
     def rank(self) -> int:
@@ -158,10 +161,16 @@ class ShardedStream:
 
     def _set_offset(self, offset: int) -> None:
         self.context_offset = offset
-        self.stream.contexts = SkipContexts(self.base_contexts, offset) if offset else self.base_contexts
+        self.stream.contexts = (
+            SkipContexts(self.base_contexts, offset) if offset else self.base_contexts
+        )
 
     def state_dict(self) -> dict:
-        return {**self.stream.state_dict(), "context_offset": self.context_offset, "rank": self.rank}
+        return {
+            **self.stream.state_dict(),
+            "context_offset": self.context_offset,
+            "rank": self.rank,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume: this rank's own state, or (a state of another world size, e.g. a

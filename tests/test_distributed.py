@@ -36,9 +36,17 @@ from sae.trainer import TrainConfig, Trainer
 D_IN, N_TRUE, WORLD = 16, 64, 2
 GLOBAL_BATCH = 255  # odd: ranks take 128 and 127 tokens
 CFG = TrainConfig(
-    widths=[32, 64], ks=[4], batch_tokens=GLOBAL_BATCH, total_tokens=24 * GLOBAL_BATCH,
-    lr=3e-3, warmup_steps=3, geomedian_tokens=2 * GLOBAL_BATCH, log_every_steps=2,
-    save_every_steps=4, dead_after_tokens=2 * GLOBAL_BATCH, k_aux=8,
+    widths=[32, 64],
+    ks=[4],
+    batch_tokens=GLOBAL_BATCH,
+    total_tokens=24 * GLOBAL_BATCH,
+    lr=3e-3,
+    warmup_steps=3,
+    geomedian_tokens=2 * GLOBAL_BATCH,
+    log_every_steps=2,
+    save_every_steps=4,
+    dead_after_tokens=2 * GLOBAL_BATCH,
+    k_aux=8,
 )
 TIMEOUT_S = 120
 
@@ -123,11 +131,17 @@ def _worker(rank: int, store: str, jobs: list, report: str) -> None:
             trainer = make_trainer(DistributedTrainer, out, fresh=kind == "train")
             on_batch, on_log, length, nan_at = None, None, None, None
             if job.get("stop_rank") == rank:  # request_stop on ONE rank: all must stop together
-                on_batch = lambda i, t=trainer, at=job["stop_at"]: t.request_stop() if i == at else None  # noqa: E731
+
+                def on_batch(i, t=trainer, at=job["stop_at"]):
+                    if i == at:
+                        t.request_stop()
+
             if job.get("kill_at") is not None and rank == 0:
+
                 def on_log(record, at=job["kill_at"]):
                     if record["step"] >= at:
                         os.kill(os.getpid(), signal.SIGKILL)  # no save, no cleanup
+
             if job.get("short_rank") == rank:
                 length = job["short_len"]
             if job.get("nan_rank") == rank:
@@ -138,7 +152,9 @@ def _worker(rank: int, store: str, jobs: list, report: str) -> None:
                 results[job["name"]] = {"summary": summary}
             except RuntimeError as err:
                 results[job["name"]] = {"error": str(err)}
-            results[job["name"]]["since_fired"] = {n: t.tolist() for n, t in trainer.since_fired.items()}
+            results[job["name"]]["since_fired"] = {
+                n: t.tolist() for n, t in trainer.since_fired.items()
+            }
     except BaseException:
         Path(f"{report}.{rank}.err").write_text(traceback.format_exc())
         raise
@@ -159,7 +175,9 @@ def _worker(rank: int, store: str, jobs: list, report: str) -> None:
 def _spawn(tmp: Path, name: str, jobs: list, kill_rank1_after_rank0: bool = False) -> list[dict]:
     ctx = mp.get_context("spawn")
     store, report = tmp / f"{name}.store", tmp / f"{name}.report"
-    procs = [ctx.Process(target=_worker, args=(r, str(store), jobs, str(report))) for r in range(WORLD)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, str(store), jobs, str(report))) for r in range(WORLD)
+    ]
     for p in procs:
         p.start()
     deadline = time.monotonic() + TIMEOUT_S
@@ -175,7 +193,9 @@ def _spawn(tmp: Path, name: str, jobs: list, kill_rank1_after_rank0: bool = Fals
     if not kill_rank1_after_rank0:
         for r, p in enumerate(procs):
             err = Path(f"{report}.{r}.err")
-            assert p.exitcode == 0, err.read_text() if err.exists() else f"rank {r} exit {p.exitcode}"
+            assert p.exitcode == 0, (
+                err.read_text() if err.exists() else f"rank {r} exit {p.exitcode}"
+            )
         return [json.loads(Path(f"{report}.{r}.json").read_text()) for r in range(WORLD)]
     return [{} for _ in procs]
 
@@ -197,8 +217,12 @@ def runs(tmp_path_factory):
         one_summary = one.fit(RankSource())
 
         # A run SIGKILLed (both ranks, no chance to save) after the checkpoint of step 8.
-        _spawn(tmp, "kill", [{"kind": "train", "name": "kill", "out": tmp / "kill", "kill_at": 10}],
-               kill_rank1_after_rank0=True)
+        _spawn(
+            tmp,
+            "kill",
+            [{"kind": "train", "name": "kill", "out": tmp / "kill", "kill_at": 10}],
+            kill_rank1_after_rank0=True,
+        )
         jobs = [
             {"kind": "train", "name": "full", "out": tmp / "full"},
             # rank 1 alone asks to stop while fetching its batch 9 (the one for step 10)
@@ -208,7 +232,13 @@ def runs(tmp_path_factory):
             {"kind": "copy", "src": tmp / "kill", "out": tmp / "kill-copy"},
             {"kind": "resume", "name": "resume-kill", "out": tmp / "kill", "resume": True},
             # rank 1's data ends after 7 batches: both ranks must fail, not hang
-            {"kind": "train", "name": "short", "out": tmp / "short", "short_rank": 1, "short_len": 7},
+            {
+                "kind": "train",
+                "name": "short",
+                "out": tmp / "short",
+                "short_rank": 1,
+                "short_len": 7,
+            },
             # rank 1's batch 6 (step 7) is NaN: both ranks skip that step and stop together
             {"kind": "train", "name": "nan", "out": tmp / "nan", "nan_rank": 1, "nan_at": 6},
         ]
@@ -228,7 +258,9 @@ def test_two_ranks_train_the_same_saes_as_one_process(runs):
     ddp = params(tmp / "full")
     for name, sae in one.saes.items():
         for pname, p in sae.state_dict().items():
-            torch.testing.assert_close(ddp[f"sae/{name}/{pname}"], p, atol=1e-5, rtol=0, msg=f"{name}.{pname}")
+            torch.testing.assert_close(
+                ddp[f"sae/{name}/{pname}"], p, atol=1e-5, rtol=0, msg=f"{name}.{pname}"
+            )
         # dead-latent clocks: fire counts summed over ranks -> identical to one process
         assert torch.equal(ddp[f"since_fired/{name}"], one.since_fired[name])
         assert rank0["full"]["since_fired"][name] == rank1["full"]["since_fired"][name]
@@ -242,13 +274,20 @@ def test_two_ranks_train_the_same_saes_as_one_process(runs):
         assert a["tokens"] == b["tokens"]
         for name in one.saes:
             for key in ("fvu", "auxk_loss", "l0", "dead_frac"):
-                assert a["saes"][name][key] == pytest.approx(b["saes"][name][key], rel=1e-4, abs=1e-6), key
+                assert a["saes"][name][key] == pytest.approx(
+                    b["saes"][name][key], rel=1e-4, abs=1e-6
+                ), key
     # The state records the global batch and both ranks' data positions.
     meta, _ = load_state(tmp / "full" / "train_state")
     assert meta["train_config"]["batch_tokens"] == GLOBAL_BATCH
     assert meta["source"]["world_size"] == 2 and len(meta["source"]["ranks"]) == 2
     assert saved_world_size(tmp / "full") == 2
-    assert sorted(p.name for p in (tmp / "full").iterdir()) == ["32-k4", "64-k4", "metrics.jsonl", "train_state"]
+    assert sorted(p.name for p in (tmp / "full").iterdir()) == [
+        "32-k4",
+        "64-k4",
+        "metrics.jsonl",
+        "train_state",
+    ]
 
 
 def test_stop_on_one_rank_and_sigkill_both_resume_exactly(runs):
@@ -259,7 +298,7 @@ def test_stop_on_one_rank_and_sigkill_both_resume_exactly(runs):
         assert report["stop"]["summary"]["stopped"] == "interrupted"
         assert report["stop"]["summary"]["steps"] == 10
     assert load_state(tmp / "stop-copy" / "train_state")[0]["step"] == 10
-    # The SIGKILLed run left its last checkpoint (step 8) and metrics logged up to step 10.
+    # The SIGKILLed run left its last checkpoint (step 8); the resume drops later metrics.
     assert load_state(tmp / "kill-copy" / "train_state")[0]["step"] == 8
     expected = params(tmp / "full")
     for name in ("resume-stop", "resume-kill"):
@@ -292,7 +331,9 @@ def test_two_rank_state_resumes_in_one_process_or_says_it_cannot(runs, tmp_path)
     src = runs["tmp"] / "stop-copy"
     # One process, a source that cannot be re-sharded: a one-line error.
     shutil.copytree(src, tmp_path / "a")
-    with pytest.raises(ValueError, match=r"cannot resume .* with 1 process\(es\): it was written by 2") as err:
+    with pytest.raises(
+        ValueError, match=r"cannot resume .* with 1 process\(es\): it was written by 2"
+    ) as err:
         make_trainer(DistributedTrainer, tmp_path / "a", fresh=False).fit(RankSource(), resume=True)
     assert "\n" not in str(err.value)
     # One process, a re-shardable source: continues after the furthest batch any rank took.
@@ -316,7 +357,9 @@ def test_global_batch_split():
 
 
 # ---------------------------------------------------------------------- steer train under torchrun
-def test_steer_train_under_torchrun_then_resume_in_one_process(tiny_model_dir, tiny_corpus, tmp_path):
+def test_steer_train_under_torchrun_then_resume_in_one_process(
+    tiny_model_dir, tiny_corpus, tmp_path
+):
     from typer.testing import CliRunner
 
     from sae import TopKSAE
@@ -324,18 +367,56 @@ def test_steer_train_under_torchrun_then_resume_in_one_process(tiny_model_dir, t
 
     out = tmp_path / "run"
     args = [
-        "train", "--model", tiny_model_dir, "--layer", "1", "--corpus", tiny_corpus,
-        "--ctx-len", "16", "--widths", "64", "--k", "4", "--batch-tokens", "120",
-        "--tokens", "4800", "--out", out, "--save-every", "2", "--device", "cpu", "--dtype", "fp32",
+        "train",
+        "--model",
+        tiny_model_dir,
+        "--layer",
+        "1",
+        "--corpus",
+        tiny_corpus,
+        "--ctx-len",
+        "16",
+        "--widths",
+        "64",
+        "--k",
+        "4",
+        "--batch-tokens",
+        "120",
+        "--tokens",
+        "4800",
+        "--out",
+        out,
+        "--save-every",
+        "2",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
     ]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "steer.cli"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "steer.cli",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([*torchrun, *map(str, args)], env=env, cwd=Path(__file__).parents[1],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*torchrun, *map(str, args)],
+        env=env,
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # Ctrl-C as a terminal would send it to torchrun, once a checkpoint exists.
     deadline = time.monotonic() + TIMEOUT_S
-    while not (out / "train_state").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not (out / "train_state").exists() and proc.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     try:
