@@ -18,7 +18,14 @@ from steer.activations import ActivationStream
 from steer.data import TokenContexts
 from steer.models import load_model
 
-SHARD = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "wikipedia-en" / "wiki-07.jsonl.xz"
+SHARD = (
+    Path(__file__).resolve().parents[1]
+    / ".."
+    / "shared"
+    / "corpus"
+    / "wikipedia-en"
+    / "wiki-07.jsonl.xz"
+)
 FALLBACK = "The Golden Gate Bridge is a suspension bridge spanning the Golden Gate strait. " * 400
 
 
@@ -35,12 +42,18 @@ def main() -> None:
     if not Path(corpus).exists():
         corpus = Path("/tmp/steer-bench-corpus.txt")
         corpus.write_text(FALLBACK)
-    contexts = TokenContexts(corpus, lm.tokenizer, ctx_len=args.ctx_len, max_contexts=args.contexts, shuffle_buffer=0)
+    contexts = TokenContexts(
+        corpus, lm.tokenizer, ctx_len=args.ctx_len, max_contexts=args.contexts, shuffle_buffer=0
+    )
     ids = torch.stack(list(contexts))
-    print(f"model {lm.name}, layer {args.layer}/{lm.n_layers}, {ids.numel()} tokens, {torch.get_num_threads()} threads")
+    print(
+        f"model {lm.name}, layer {args.layer}/{lm.n_layers}, {ids.numel()} tokens, {torch.get_num_threads()} threads"
+    )
 
     def rate(autocast: bool, full: bool) -> float:
-        stream = ActivationStream(lm, args.layer, ids, batch_tokens=4096, chunk_contexts=len(ids), autocast=autocast)
+        stream = ActivationStream(
+            lm, args.layer, ids, batch_tokens=4096, chunk_contexts=len(ids), autocast=autocast
+        )
         start = time.perf_counter()
         if full:
             with torch.inference_mode(), stream._autocast():
@@ -54,7 +67,9 @@ def main() -> None:
     fp32, bf16, full = rate(False, False), rate(True, False), rate(True, True)
     print(f"activations fp32            {fp32:8.0f} tokens/s")
     print(f"activations bf16 autocast   {bf16:8.0f} tokens/s  ({bf16 / fp32:.2f}x fp32)")
-    print(f"full forward bf16 autocast  {full:8.0f} tokens/s  (cut after layer {args.layer}: {bf16 / full:.2f}x)")
+    print(
+        f"full forward bf16 autocast  {full:8.0f} tokens/s  (cut after layer {args.layer}: {bf16 / full:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

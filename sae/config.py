@@ -36,7 +36,9 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.d_in <= 0 or self.n_latents <= 0:
-            raise ValueError(f"d_in and n_latents must be positive, got {self.d_in}, {self.n_latents}")
+            raise ValueError(
+                f"d_in and n_latents must be positive, got {self.d_in}, {self.n_latents}"
+            )
         if not 0 < self.k <= self.n_latents:
             raise ValueError(f"k must be in 1..n_latents ({self.n_latents}), got {self.k}")
         if not self.input_scale > 0:

@@ -46,7 +46,12 @@ def _to_saelens_hook(hookpoint: str) -> str:
 
 def _from_saelens_hook(hook_name: str) -> str:
     parts = hook_name.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] == "hook_resid_post":
+    if (
+        len(parts) == 3
+        and parts[0] == "blocks"
+        and parts[1].isdigit()
+        and parts[2] == "hook_resid_post"
+    ):
         return f"resid_post.{parts[1]}"
     return hook_name
 
@@ -64,7 +69,9 @@ def folded_tensors(sae: TopKSAE) -> dict[str, Tensor]:
     }
 
 
-def export_sae(sae: TopKSAE, folder: str | Path, fmt: str = "sparsify", dtype: torch.dtype | None = None) -> Path:
+def export_sae(
+    sae: TopKSAE, folder: str | Path, fmt: str = "sparsify", dtype: torch.dtype | None = None
+) -> Path:
     """Write `sae` into `folder` in format fmt ("native", "sparsify" or "saelens")."""
     folder = Path(folder)
     if fmt == "native":
@@ -75,7 +82,12 @@ def export_sae(sae: TopKSAE, folder: str | Path, fmt: str = "sparsify", dtype: t
     t = {name: v.to(dtype or v.dtype).contiguous().cpu() for name, v in folded_tensors(sae).items()}
     d, n = sae.d_in, sae.n_latents
     if fmt == "sparsify":
-        tensors = {"encoder.weight": t["W_enc"], "encoder.bias": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
+        tensors = {
+            "encoder.weight": t["W_enc"],
+            "encoder.bias": t["b_enc"],
+            "W_dec": t["W_dec"],
+            "b_dec": t["b_dec"],
+        }
         cfg = {
             "activation": "topk",
             "expansion_factor": max(1, n // d),
@@ -89,7 +101,12 @@ def export_sae(sae: TopKSAE, folder: str | Path, fmt: str = "sparsify", dtype: t
         }
         weights_file = WEIGHTS_FILE
     else:
-        tensors = {"W_enc": t["W_enc"].T.contiguous(), "b_enc": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
+        tensors = {
+            "W_enc": t["W_enc"].T.contiguous(),
+            "b_enc": t["b_enc"],
+            "W_dec": t["W_dec"],
+            "b_dec": t["b_dec"],
+        }
         dtype_name = str(tensors["W_dec"].dtype).removeprefix("torch.")
         cfg = {
             "architecture": "topk",
@@ -115,13 +132,15 @@ def export_sae(sae: TopKSAE, folder: str | Path, fmt: str = "sparsify", dtype: t
         weights_file = SAELENS_WEIGHTS_FILE
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / weights_file, lambda tmp: save_file(tensors, tmp))
-    atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n"))
+    atomic_write(
+        folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n")
+    )
     return folder
 
 
 # ---------------------------------------------------------------------- import
 def detect_format(folder: str | Path) -> str:
-    """"native", "sparsify" or "saelens" for an SAE folder; ValueError for anything else."""
+    """ "native", "sparsify" or "saelens" for an SAE folder; ValueError for anything else."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"no SAE folder at {folder}")
@@ -149,7 +168,11 @@ def detect_format(folder: str | Path) -> str:
     )
 
 
-def import_sae(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = torch.float32) -> TopKSAE:
+def import_sae(
+    folder: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+) -> TopKSAE:
     """Load an SAE folder in any known format (autodetected) as a TopKSAE."""
     folder = Path(folder)
     fmt = detect_format(folder)
@@ -162,15 +185,27 @@ def import_sae(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     else:
         d, n, k, multi, t, hookpoint, model_name = _read_saelens(folder, cfg)
     sae_cfg = SAEConfig(
-        d_in=d, n_latents=n, k=k, multi_topk=multi, input_scale=1.0, hookpoint=hookpoint,
-        model_name=model_name, extra={"imported_from": fmt, "source": str(folder.resolve())},
+        d_in=d,
+        n_latents=n,
+        k=k,
+        multi_topk=multi,
+        input_scale=1.0,
+        hookpoint=hookpoint,
+        model_name=model_name,
+        extra={"imported_from": fmt, "source": str(folder.resolve())},
     )
     sae = TopKSAE(sae_cfg, device="meta", dtype=dtype or t["W_dec"].dtype)
     state = {
-        "W_enc": t["W_enc"], "b_enc": t["b_enc"], "W_dec": t["W_dec"], "b_pre": t["b_dec"],
+        "W_enc": t["W_enc"],
+        "b_enc": t["b_enc"],
+        "W_dec": t["W_dec"],
+        "b_pre": t["b_dec"],
     }
     sae.load_state_dict(
-        {name: v.to(device=device, dtype=dtype or v.dtype).contiguous() for name, v in state.items()},
+        {
+            name: v.to(device=device, dtype=dtype or v.dtype).contiguous()
+            for name, v in state.items()
+        },
         assign=True,
     )
     if not all(torch.isfinite(p).all() for p in sae.parameters()):
@@ -180,9 +215,13 @@ def import_sae(folder: str | Path, device: str | torch.device = "cpu", dtype: to
 
 def _read_sparsify(folder: Path, cfg: dict):
     if cfg.get("activation", "topk") != "topk":
-        raise ValueError(f"{folder}: sparsify activation {cfg.get('activation')!r} is not supported (only topk)")
+        raise ValueError(
+            f"{folder}: sparsify activation {cfg.get('activation')!r} is not supported (only topk)"
+        )
     if cfg.get("transcode"):
-        raise ValueError(f"{folder}: a sparsify transcoder is not an autoencoder; it cannot be imported")
+        raise ValueError(
+            f"{folder}: a sparsify transcoder is not an autoencoder; it cannot be imported"
+        )
     if cfg.get("skip_connection"):
         raise ValueError(f"{folder}: sparsify SAEs with a skip connection are not supported")
     try:
@@ -208,7 +247,9 @@ def _read_saelens(folder: Path, cfg: dict):
     activation = cfg.get("activation_fn") or cfg.get("activation_fn_str")
     architecture = cfg.get("architecture") or ("topk" if activation == "topk" else "standard")
     if architecture != "topk":
-        raise ValueError(f"{folder}: SAELens architecture {architecture!r} is not supported (only topk)")
+        raise ValueError(
+            f"{folder}: SAELens architecture {architecture!r} is not supported (only topk)"
+        )
     norm = cfg.get("normalize_activations", "none")
     if norm not in (None, "none", False):
         raise ValueError(
@@ -216,7 +257,9 @@ def _read_saelens(folder: Path, cfg: dict):
             "in the file; fold it into the weights first (only 'none' can be imported)"
         )
     if cfg.get("reshape_activations", "none") not in (None, "none"):
-        raise ValueError(f"{folder}: SAELens reshape_activations={cfg['reshape_activations']!r} is not supported")
+        raise ValueError(
+            f"{folder}: SAELens reshape_activations={cfg['reshape_activations']!r} is not supported"
+        )
     try:
         d, n = int(cfg["d_in"]), int(cfg["d_sae"])
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
@@ -279,7 +322,9 @@ def _get(raw: dict[str, Tensor], name: str, shape: tuple[int, ...], folder: Path
     if name not in raw:
         raise ValueError(f"SAE weights in {folder}: tensor {name} is missing")
     if tuple(raw[name].shape) != shape:
-        raise ValueError(f"SAE weights in {folder}: {name} has shape {tuple(raw[name].shape)}, config implies {shape}")
+        raise ValueError(
+            f"SAE weights in {folder}: {name} has shape {tuple(raw[name].shape)}, config implies {shape}"
+        )
     return raw[name]
 
 

@@ -26,7 +26,9 @@ def geometric_median(
     data's scale (root mean squared distance from the mean), or after `max_iter` steps.
     """
     if points.ndim != 2 or points.shape[0] == 0:
-        raise ValueError(f"geometric_median needs a non-empty (N, d) tensor, got shape {tuple(points.shape)}")
+        raise ValueError(
+            f"geometric_median needs a non-empty (N, d) tensor, got shape {tuple(points.shape)}"
+        )
     if not torch.isfinite(points).all():
         raise ValueError("geometric_median: points contain NaN or Inf")
     # Accumulate in at least float32 (bf16 sums over 32k points would be too coarse).

@@ -36,7 +36,10 @@ AUXK_ALPHA = 1 / 32
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     torch.sparse_csr_tensor(
-        torch.zeros(2, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0), (1, 1),
+        torch.zeros(2, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0),
+        (1, 1),
         check_invariants=False,
     )
 
@@ -61,7 +64,10 @@ def _csr_by_token(indices: Tensor, values: Tensor, n_latents: int) -> Tensor:
     sorted_idx, order = indices.sort(dim=1)
     crow = torch.arange(0, N * K + 1, K, device=indices.device)
     return torch.sparse_csr_tensor(
-        crow, sorted_idx.reshape(-1), values.gather(1, order).reshape(-1), (N, n_latents),
+        crow,
+        sorted_idx.reshape(-1),
+        values.gather(1, order).reshape(-1),
+        (N, n_latents),
         check_invariants=False,
     )
 
@@ -271,7 +277,9 @@ class TopKSAE(nn.Module):
         return self.W_dec[idx] / self.cfg.input_scale
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, x: Tensor, dead_mask: Tensor | None = None, k_aux: int | None = None) -> ForwardOutput:
+    def forward(
+        self, x: Tensor, dead_mask: Tensor | None = None, k_aux: int | None = None
+    ) -> ForwardOutput:
         """Encode, decode and compute the training losses for raw x (N, d).
 
         dead_mask (n_latents,) bool marks latents that have not fired for a while; the AuxK
@@ -291,7 +299,14 @@ class TopKSAE(nn.Module):
                 selection_dtype(x_n.device) if self.dtype == torch.float32 else self.dtype
             )
             acts, indices, dead_pre = _TopKEncode.apply(
-                x_n, self.b_pre, self.W_enc, self.b_enc, k_enc, self.cfg.multi_topk, dead_idx, select
+                x_n,
+                self.b_pre,
+                self.W_enc,
+                self.b_enc,
+                k_enc,
+                self.cfg.multi_topk,
+                dead_idx,
+                select,
             )
         else:  # plain autograd (e.g. bf16 weights): same maths, dense backward
             pre = F.relu(F.linear(x_n - self.b_pre, self.W_enc, self.b_enc))  # (N, n)
@@ -355,7 +370,10 @@ class TopKSAE(nn.Module):
 
     @classmethod
     def load(
-        cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = torch.float32
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = torch.float32,
     ) -> TopKSAE:
         """Load a folder written by `save`. Raises ValueError with a one-line reason."""
         folder = Path(path)

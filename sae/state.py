@@ -39,7 +39,9 @@ def pack(obj: Any, tensors: dict[str, Tensor], prefix: str) -> Any:
         if all(isinstance(k, str) for k in obj):
             return {k: pack(v, tensors, f"{prefix}.{k}") for k, v in obj.items()}
         if all(isinstance(k, int) and not isinstance(k, bool) for k in obj):
-            return {"__int_keys__": {str(k): pack(v, tensors, f"{prefix}.{k}") for k, v in obj.items()}}
+            return {
+                "__int_keys__": {str(k): pack(v, tensors, f"{prefix}.{k}") for k, v in obj.items()}
+            }
         raise ValueError(f"cannot save state {prefix}: dict keys must be all str or all int")
     if isinstance(obj, tuple):
         return {"__tuple__": [pack(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
@@ -118,7 +120,9 @@ def load_state(folder: str | Path) -> tuple[dict, dict[str, Tensor]]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{folder} is not a training state written by this library")
     if meta.get("version") != VERSION:
-        raise ValueError(f"training state {folder} has version {meta.get('version')}, expected {VERSION}")
+        raise ValueError(
+            f"training state {folder} has version {meta.get('version')}, expected {VERSION}"
+        )
     try:
         tensors = load_file(str(folder / TENSORS_FILE))
     except (SafetensorError, OSError, ValueError) as err:

@@ -106,10 +106,20 @@ class TrainConfig:
         if not self.ks or min(self.ks) <= 0:
             raise ValueError(f"ks must be positive, got {self.ks}")
         if len(set(self.widths)) != len(self.widths) or len(set(self.ks)) != len(self.ks):
-            raise ValueError(f"widths and ks must not repeat, got widths {self.widths}, ks {self.ks}")
+            raise ValueError(
+                f"widths and ks must not repeat, got widths {self.widths}, ks {self.ks}"
+            )
         if max(self.ks) > min(self.widths):
-            raise ValueError(f"k={max(self.ks)} is larger than width {min(self.widths)}: every SAE needs k <= its number of latents")
-        for name in ("batch_tokens", "total_tokens", "save_every_steps", "log_every_steps", "geomedian_tokens"):
+            raise ValueError(
+                f"k={max(self.ks)} is larger than width {min(self.widths)}: every SAE needs k <= its number of latents"
+            )
+        for name in (
+            "batch_tokens",
+            "total_tokens",
+            "save_every_steps",
+            "log_every_steps",
+            "geomedian_tokens",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.decay_fraction <= 1.0:
@@ -159,9 +169,13 @@ class _Batcher:
     Tokens taken from the source but not yet trained on stay in `pending`, which is saved
     in the training state so that a resumed run sees exactly the same batches."""
 
-    def __init__(self, it: Iterator, size: int, d_in: int, device: torch.device, pending: Tensor | None):
+    def __init__(
+        self, it: Iterator, size: int, d_in: int, device: torch.device, pending: Tensor | None
+    ):
         self.it, self.size, self.d_in, self.device = it, size, d_in, device
-        self.pending: list[Tensor] = [pending.to(device)] if pending is not None and len(pending) else []
+        self.pending: list[Tensor] = (
+            [pending.to(device)] if pending is not None and len(pending) else []
+        )
         self.n_pending = sum(len(p) for p in self.pending)
         self.exhausted = False
 
@@ -174,7 +188,9 @@ class _Batcher:
                 break
             if not isinstance(batch, Tensor) or batch.ndim != 2 or batch.shape[1] != self.d_in:
                 shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
-                raise ValueError(f"activation batches must be (N, {self.d_in}) tensors, got {shape}")
+                raise ValueError(
+                    f"activation batches must be (N, {self.d_in}) tensors, got {shape}"
+                )
             if len(batch) == 0:
                 continue
             batch = batch.to(self.device, non_blocking=True)
@@ -227,8 +243,12 @@ class Trainer:
                 for k in cfg.ks:
                     name = sae_name(n, k)
                     sae_cfg = SAEConfig(
-                        d_in=d_in, n_latents=n, k=k, multi_topk=cfg.multi_topk,
-                        hookpoint=hookpoint, model_name=model_name,
+                        d_in=d_in,
+                        n_latents=n,
+                        k=k,
+                        multi_topk=cfg.multi_topk,
+                        hookpoint=hookpoint,
+                        model_name=model_name,
                     )
                     self.saes[name] = TopKSAE(sae_cfg, device="cpu").to(self.device)
                     self.lrs[name] = cfg.lr or default_lr(n)
@@ -254,7 +274,13 @@ class Trainer:
         Only sets a flag, so it is safe from another thread or a signal handler."""
         self._stop = True
 
-    def fit(self, source: Iterable[Tensor], *, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
+    def fit(
+        self,
+        source: Iterable[Tensor],
+        *,
+        resume: bool = False,
+        on_log: Callable[[dict], None] | None = None,
+    ) -> dict:
         """Train on `source` (an iterable of (N, d_in) tensors) until total_tokens, the end
         of the source, request_stop() or a non-finite loss. Returns a summary dict.
 
@@ -263,7 +289,9 @@ class Trainer:
         resume=True continues from out_dir/train_state (weights, optimiser, counters, data
         position via source.load_state_dict, tokens taken but not yet trained on)."""
         if self._fitted and not resume:
-            raise ValueError("this Trainer has already trained: create a new one, or fit(resume=True)")
+            raise ValueError(
+                "this Trainer has already trained: create a new one, or fit(resume=True)"
+            )
         self._fitted = True
         self.out_dir.mkdir(parents=True, exist_ok=True)
         pending = None
@@ -335,11 +363,13 @@ class Trainer:
                 loss = loss + out.multi_topk_fvu / 8
             loss.backward()
             positive = out.top_acts > 0  # (N, k)
-            fired[name] = torch.zeros(sae.n_latents, dtype=torch.int32, device=self.device).index_add_(
-                0, out.top_indices.reshape(-1), positive.reshape(-1).int()
-            )
+            fired[name] = torch.zeros(
+                sae.n_latents, dtype=torch.int32, device=self.device
+            ).index_add_(0, out.top_indices.reshape(-1), positive.reshape(-1).int())
             l0 = positive.sum() / positive.shape[0]
-            self._window[name] += torch.stack([out.fvu.detach(), out.auxk_loss.detach(), l0.to(out.fvu.dtype)])
+            self._window[name] += torch.stack(
+                [out.fvu.detach(), out.auxk_loss.detach(), l0.to(out.fvu.dtype)]
+            )
             checks.append(loss.detach())
 
         n_tokens = self._reduce_tokens(x.shape[0])
@@ -427,7 +457,13 @@ class Trainer:
         for name in self.saes:
             fvu, auxk, l0 = (self._window[name] / steps).tolist()
             dead = float((self.since_fired[name] > self.dead_after_tokens).float().mean())
-            saes[name] = {"fvu": fvu, "l0": l0, "dead_frac": dead, "auxk_loss": auxk, "lr": self.lrs[name] * lr_factor}
+            saes[name] = {
+                "fvu": fvu,
+                "l0": l0,
+                "dead_frac": dead,
+                "auxk_loss": auxk,
+                "lr": self.lrs[name] * lr_factor,
+            }
         self.metrics = saes
         first = next(iter(saes.values()))
         record = {
@@ -464,7 +500,10 @@ class Trainer:
             for pname, p in sae.state_dict().items():
                 tensors[f"sae/{name}/{pname}"] = p.detach().cpu().clone()
             tensors[f"since_fired/{name}"] = self.since_fired[name].cpu().clone()
-        optim = {name: pack(opt.state_dict(), tensors, f"optim/{name}") for name, opt in self.optimizers.items()}
+        optim = {
+            name: pack(opt.state_dict(), tensors, f"optim/{name}")
+            for name, opt in self.optimizers.items()
+        }
         rng = {"torch": pack(torch.get_rng_state(), tensors, "rng/torch")}
         if self.device.type == "cuda":
             rng["cuda"] = pack(torch.cuda.get_rng_state(self.device), tensors, "rng/cuda")
@@ -524,7 +563,9 @@ class Trainer:
             self.step, self.tokens = int(meta["step"]), int(meta["tokens"])
             self.metrics = {name: dict(meta.get("metrics", {}).get(name, {})) for name in self.saes}
         except (KeyError, TypeError, RuntimeError, ValueError) as err:
-            raise ValueError(f"corrupt training state {folder}: {type(err).__name__}: {err}") from None
+            raise ValueError(
+                f"corrupt training state {folder}: {type(err).__name__}: {err}"
+            ) from None
         for name, sae in self.saes.items():
             if not all(torch.isfinite(p).all() for p in sae.parameters()):
                 raise ValueError(f"corrupt training state {folder}: {name} has NaN or Inf weights")
@@ -551,7 +592,13 @@ class Trainer:
                 "k": sae.k,
                 "path": str(folder) if (folder / "sae.safetensors").exists() else None,
             }
-        return {"steps": self.step, "tokens": self.tokens, "stopped": stopped, "out_dir": str(self.out_dir), "saes": saes}
+        return {
+            "steps": self.step,
+            "tokens": self.tokens,
+            "stopped": stopped,
+            "out_dir": str(self.out_dir),
+            "saes": saes,
+        }
 
 
 def _adam(sae: TopKSAE, lr: float) -> torch.optim.Adam:
@@ -560,4 +607,3 @@ def _adam(sae: TopKSAE, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(sae.parameters(), fused=True, **kwargs)
     except (RuntimeError, ValueError):
         return torch.optim.Adam(sae.parameters(), **kwargs)
-

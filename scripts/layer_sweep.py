@@ -38,17 +38,35 @@ HELDOUT = str(CORPUS / "wiki-07.jsonl.xz")
 
 # concept -> (a sentence about it, the words a steered answer should use)
 CONCEPTS = {
-    "Paris": ("Paris is the capital of France, home of the Eiffel Tower and the Louvre.", r"paris|france|french|eiffel"),
-    "dogs": ("My dog barks at the mailman; dogs and puppies are loyal pets.", r"\bdogs?\b|pupp|canine"),
-    "music": ("The orchestra played music: a symphony with melody, rhythm and harmony.", r"music|song|melod|symphon|orchestra"),
-    "Golden Gate": ("The Golden Gate Bridge spans the strait in San Francisco.", r"golden gate|bridge|san francisco"),
+    "Paris": (
+        "Paris is the capital of France, home of the Eiffel Tower and the Louvre.",
+        r"paris|france|french|eiffel",
+    ),
+    "dogs": (
+        "My dog barks at the mailman; dogs and puppies are loyal pets.",
+        r"\bdogs?\b|pupp|canine",
+    ),
+    "music": (
+        "The orchestra played music: a symphony with melody, rhythm and harmony.",
+        r"music|song|melod|symphon|orchestra",
+    ),
+    "Golden Gate": (
+        "The Golden Gate Bridge spans the strait in San Francisco.",
+        r"golden gate|bridge|san francisco",
+    ),
 }
-PROMPTS = ["Tell me about your weekend.", "What should I cook for dinner tonight?", "Write one sentence about the weather."]
+PROMPTS = [
+    "Tell me about your weekend.",
+    "What should I cook for dinner tonight?",
+    "Write one sentence about the weather.",
+]
 
 
 def latent_stats(lm, sae, layer: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Max activation and firing frequency of every latent on held-out text."""
-    contexts = TokenContexts(HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=tokens // 127 + 1)
+    contexts = TokenContexts(
+        HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=tokens // 127 + 1
+    )
     max_acts = torch.zeros(sae.n_latents)
     fired = torch.zeros(sae.n_latents)
     n = 0
@@ -80,24 +98,43 @@ def steering_hits(lm, sae, layer, max_acts, freq) -> tuple[int, int, list]:
         latent = concept_latent(lm, sae, layer, text, max_acts, freq)
         for prompt in PROMPTS:
             base, steered = generate_text(
-                lm, sae, prompt, [[], [Intervention(latent, 10.0, "clamp")]], settings, max_acts=max_acts
+                lm,
+                sae,
+                prompt,
+                [[], [Intervention(latent, 10.0, "clamp")]],
+                settings,
+                max_acts=max_acts,
             )
-            hit = bool(re.search(pattern, steered["text"], re.I)) and not re.search(pattern, base["text"], re.I)
+            hit = bool(re.search(pattern, steered["text"], re.I)) and not re.search(
+                pattern, base["text"], re.I
+            )
             hits += hit
             total += 1
-            examples.append({"concept": concept, "latent": latent, "prompt": prompt, "steered": steered["text"], "hit": hit})
+            examples.append(
+                {
+                    "concept": concept,
+                    "latent": latent,
+                    "prompt": prompt,
+                    "steered": steered["text"],
+                    "hit": hit,
+                }
+            )
     return hits, total, examples
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layers", default="4,8,12,16,20")
     parser.add_argument("--width", type=int, default=2304)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--tokens", default="400k")
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--out", default="runs/sweep")
-    parser.add_argument("--no-steer", action="store_true", help="skip the steering test (slow on CPU)")
+    parser.add_argument(
+        "--no-steer", action="store_true", help="skip the steering test (slow on CPU)"
+    )
     args = parser.parse_args()
 
     lm = load_model()
@@ -107,12 +144,21 @@ def main() -> None:
         out = Path(args.out) / f"resid_post.{layer}"
         contexts = TokenContexts(TRAIN, lm.tokenizer, ctx_len=128, seed=0)
         stream = ActivationStream(lm, layer, contexts, batch_tokens=4096)
-        cfg = TrainConfig(widths=[args.width], ks=[args.k], total_tokens=parse_count(args.tokens), save_every_steps=10**9)
-        trainer = Trainer(cfg, lm.d_model, out, hookpoint=f"resid_post.{layer}", model_name="smollm2-135m")
+        cfg = TrainConfig(
+            widths=[args.width],
+            ks=[args.k],
+            total_tokens=parse_count(args.tokens),
+            save_every_steps=10**9,
+        )
+        trainer = Trainer(
+            cfg, lm.d_model, out, hookpoint=f"resid_post.{layer}", model_name="smollm2-135m"
+        )
         summary = trainer.fit(stream)
         sae = next(iter(trainer.saes.values())).eval()
         heldout = TokenContexts(HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0)
-        metrics = evaluate_saes(lm, {"sae": sae}, layer, heldout, EvalConfig(tokens=args.eval_tokens))["sae"]
+        metrics = evaluate_saes(
+            lm, {"sae": sae}, layer, heldout, EvalConfig(tokens=args.eval_tokens)
+        )["sae"]
         hits = total = 0
         examples = []
         if not args.no_steer:

@@ -61,7 +61,11 @@ class ActivationStream:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
-        return {"tokens_yielded": self.tokens_yielded, "seed": self.seed, "world_size": self.world_size}
+        return {
+            "tokens_yielded": self.tokens_yielded,
+            "seed": self.seed,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.tokens_yielded = int(state["tokens_yielded"])

@@ -47,16 +47,22 @@ def _split_suffix(path: Path) -> tuple[str, str | None]:
 def corpus_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    files = [p for p in sorted(path.rglob("*")) if p.is_file() and _split_suffix(p)[0] in TEXT_SUFFIXES]
+    files = [
+        p for p in sorted(path.rglob("*")) if p.is_file() and _split_suffix(p)[0] in TEXT_SUFFIXES
+    ]
     if not files:
-        raise CorpusError(f"no text files ({', '.join(TEXT_SUFFIXES)}, optionally .xz/.gz) in {path}")
+        raise CorpusError(
+            f"no text files ({', '.join(TEXT_SUFFIXES)}, optionally .xz/.gz) in {path}"
+        )
     return files
 
 
 def _read_file(path: Path, text_field: str) -> Iterator[str]:
     kind, compression = _split_suffix(path)
     if kind not in TEXT_SUFFIXES:
-        raise CorpusError(f"unsupported corpus file {path}: use {', '.join(TEXT_SUFFIXES)} (optionally .xz/.gz)")
+        raise CorpusError(
+            f"unsupported corpus file {path}: use {', '.join(TEXT_SUFFIXES)} (optionally .xz/.gz)"
+        )
     if kind == ".parquet":
         if compression:
             raise CorpusError(f"compressed parquet is not supported: {path}")
@@ -77,7 +83,9 @@ def _read_file(path: Path, text_field: str) -> Iterator[str]:
                     raise CorpusError(f"{path}:{line_no} is not valid JSON") from None
                 text = record.get(text_field) if isinstance(record, dict) else None
                 if not isinstance(text, str):
-                    raise CorpusError(f"{path}:{line_no} has no string field {text_field!r} (set --text-field)")
+                    raise CorpusError(
+                        f"{path}:{line_no} has no string field {text_field!r} (set --text-field)"
+                    )
                 yield text
     except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as err:
         raise CorpusError(f"cannot read {path}: {err}") from None
@@ -115,7 +123,9 @@ def _read_hf(spec: str, text_field: str) -> Iterator[str]:
     try:
         from datasets import load_dataset
     except ImportError:
-        raise CorpusError("Hugging Face datasets need the `datasets` package: pip install datasets") from None
+        raise CorpusError(
+            "Hugging Face datasets need the `datasets` package: pip install datasets"
+        ) from None
     name, _, split = spec.partition("@")
     name, _, config = name.partition(":")
     try:
@@ -125,7 +135,9 @@ def _read_hf(spec: str, text_field: str) -> Iterator[str]:
             if isinstance(text, str):
                 yield text
     except Exception as err:  # datasets raises many types; the message is what matters
-        raise CorpusError(f"cannot stream Hugging Face dataset {spec!r}: {str(err).splitlines()[0]}") from None
+        raise CorpusError(
+            f"cannot stream Hugging Face dataset {spec!r}: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def iter_texts(source: str | Path, text_field: str = "text") -> Iterator[str]:
@@ -140,7 +152,9 @@ def iter_texts(source: str | Path, text_field: str = "text") -> Iterator[str]:
         if not files:
             raise CorpusError(f"no corpus files match {spec}")
     elif not path.exists():
-        raise CorpusError(f"corpus {path} does not exist (give a file, a directory, a glob, or hf:<dataset>)")
+        raise CorpusError(
+            f"corpus {path} does not exist (give a file, a directory, a glob, or hf:<dataset>)"
+        )
     else:
         files = corpus_files(path)
     for file in files:

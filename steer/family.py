@@ -71,12 +71,16 @@ def _labels(folder: Path) -> list[str] | None:
         return None
 
 
-def family_neighbours(sae_dir: str | Path, latent: int, n: int = 3, wider_only: bool = True) -> dict[str, list[Neighbour]]:
+def family_neighbours(
+    sae_dir: str | Path, latent: int, n: int = 3, wider_only: bool = True
+) -> dict[str, list[Neighbour]]:
     """member name -> the n features of that member closest to `latent` of `sae_dir`."""
     sae_dir = Path(sae_dir).resolve()
     own = decoder_rows(sae_dir)
     if not 0 <= latent < own.shape[0]:
-        raise ValueError(f"feature {latent} is out of range: the SAE has {own.shape[0]} latents (0..{own.shape[0] - 1})")
+        raise ValueError(
+            f"feature {latent} is out of range: the SAE has {own.shape[0]} latents (0..{own.shape[0] - 1})"
+        )
     direction = own[latent]  # (d,)
     result: dict[str, list[Neighbour]] = {}
     for folder in family_members(sae_dir):

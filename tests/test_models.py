@@ -27,7 +27,9 @@ def test_hook_points_and_truncated_forward_match_full_forward(family, tiny_token
 def test_truncated_forward_skips_later_blocks(family, tiny_tokenizer):
     lm = make_tiny_lm(family)
     ran = []
-    hooks = [b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(lm.blocks)]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, b in enumerate(lm.blocks)
+    ]
     lm.residual(tiny_tokenizer(["hello"], return_tensors="pt").input_ids, 1)
     for h in hooks:
         h.remove()
@@ -63,4 +65,4 @@ def test_embedded_model_loads_and_knows_paris():
     ids = lm.tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         out = lm.model.generate(ids, max_new_tokens=3, do_sample=False)
-    assert "Paris" in lm.tokenizer.decode(out[0, ids.shape[1]:])
+    assert "Paris" in lm.tokenizer.decode(out[0, ids.shape[1] :])

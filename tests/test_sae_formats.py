@@ -28,7 +28,11 @@ def _one_thread():
 def trained_like_sae(scale=0.37, seed=0) -> TopKSAE:
     """An SAE with every parameter non-trivial, including the input scale."""
     torch.manual_seed(seed)
-    sae = TopKSAE(SAEConfig(d_in=D, n_latents=N, k=K, input_scale=scale, hookpoint="resid_post.5", model_name="tiny"))
+    sae = TopKSAE(
+        SAEConfig(
+            d_in=D, n_latents=N, k=K, input_scale=scale, hookpoint="resid_post.5", model_name="tiny"
+        )
+    )
     with torch.no_grad():
         sae.W_enc.add_(0.3 * torch.randn(N, D))
         sae.b_enc.normal_(0, 0.2)
@@ -43,8 +47,12 @@ def raw_inputs(sae: TopKSAE, n=50) -> torch.Tensor:
 
 def assert_same_function(ours: TopKSAE, theirs: TopKSAE, x: torch.Tensor, acts_ratio: float = 1.0):
     """Same reconstruction and same latents (theirs = ours * acts_ratio) on x."""
-    torch.testing.assert_close(theirs.decode(*theirs.encode(x)), ours.decode(*ours.encode(x)), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(theirs.encode_dense(x), ours.encode_dense(x) * acts_ratio, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        theirs.decode(*theirs.encode(x)), ours.decode(*ours.encode(x)), rtol=1e-4, atol=1e-4
+    )
+    torch.testing.assert_close(
+        theirs.encode_dense(x), ours.encode_dense(x) * acts_ratio, rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("fmt", ["native", "sparsify", "saelens"])
@@ -79,16 +87,26 @@ def test_documented_layouts(tmp_path):
 
     t = load_file(str(tmp_path / "sp" / "sae.safetensors"))
     assert {k: tuple(v.shape) for k, v in t.items()} == {
-        "encoder.weight": (N, D), "encoder.bias": (N,), "W_dec": (N, D), "b_dec": (D,),
+        "encoder.weight": (N, D),
+        "encoder.bias": (N,),
+        "W_dec": (N, D),
+        "b_dec": (D,),
     }
     export_sae(sae, tmp_path / "sl", "saelens")
     cfg = json.loads((tmp_path / "sl" / "cfg.json").read_text())
-    assert cfg["architecture"] == "topk" and cfg["d_sae"] == N and cfg["d_in"] == D and cfg["k"] == K
+    assert (
+        cfg["architecture"] == "topk" and cfg["d_sae"] == N and cfg["d_in"] == D and cfg["k"] == K
+    )
     assert cfg["apply_b_dec_to_input"] is True and cfg["normalize_activations"] == "none"
     assert cfg["metadata"]["hook_name"] == "blocks.5.hook_resid_post"
     assert cfg["metadata"]["model_name"] == "tiny"
     t = load_file(str(tmp_path / "sl" / "sae_weights.safetensors"))
-    assert {k: tuple(v.shape) for k, v in t.items()} == {"W_enc": (D, N), "b_enc": (N,), "W_dec": (N, D), "b_dec": (D,)}
+    assert {k: tuple(v.shape) for k, v in t.items()} == {
+        "W_enc": (D, N),
+        "b_enc": (N,),
+        "W_dec": (N, D),
+        "b_dec": (D,),
+    }
     back = import_sae(tmp_path / "sl")
     assert back.cfg.hookpoint == "resid_post.5" and back.cfg.model_name == "tiny"
 
@@ -109,12 +127,25 @@ def test_saelens_variants_import_exactly(tmp_path, apply_b_dec, rescale):
     g = torch.Generator().manual_seed(0)
     W_enc, b_enc = torch.randn(D, N, generator=g) * 0.3, torch.randn(N, generator=g) * 0.1
     W_dec, b_dec = torch.randn(N, D, generator=g), torch.randn(D, generator=g)
-    save_file({"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}, str(tmp_path / "sae_weights.safetensors"))
+    save_file(
+        {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec},
+        str(tmp_path / "sae_weights.safetensors"),
+    )
     cfg = {
-        "architecture": "topk", "d_in": D, "d_sae": N, "k": K, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": apply_b_dec, "normalize_activations": "none",
+        "architecture": "topk",
+        "d_in": D,
+        "d_sae": N,
+        "k": K,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": apply_b_dec,
+        "normalize_activations": "none",
         "rescale_acts_by_decoder_norm": rescale,
-        "metadata": {"sae_lens_version": "6.5.0", "model_name": "gpt2", "hook_name": "blocks.3.hook_resid_post"},
+        "metadata": {
+            "sae_lens_version": "6.5.0",
+            "model_name": "gpt2",
+            "hook_name": "blocks.3.hook_resid_post",
+        },
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     sae = import_sae(tmp_path)
@@ -129,9 +160,15 @@ def test_saelens_pre_6_config(tmp_path):
     export_sae(sae, tmp_path, "saelens")
     cfg = json.loads((tmp_path / "cfg.json").read_text())
     old = {
-        "d_in": D, "d_sae": N, "activation_fn_str": "topk", "activation_fn_kwargs": {"k": K},
-        "apply_b_dec_to_input": True, "normalize_activations": False, "hook_point": "blocks.5.hook_resid_post",
-        "model_name": "tiny", "dtype": cfg["dtype"],
+        "d_in": D,
+        "d_sae": N,
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": K},
+        "apply_b_dec_to_input": True,
+        "normalize_activations": False,
+        "hook_point": "blocks.5.hook_resid_post",
+        "model_name": "tiny",
+        "dtype": cfg["dtype"],
     }
     (tmp_path / "cfg.json").write_text(json.dumps(old))
     back = import_sae(tmp_path)
@@ -158,7 +195,10 @@ def test_unsupported_and_broken_folders(tmp_path):
     # SAELens non-TopK / with normalisation; sparsify transcoder
     export_sae(sae, tmp_path / "sl", "saelens")
     cfg = json.loads((tmp_path / "sl" / "cfg.json").read_text())
-    for change, msg in [({"architecture": "jumprelu"}, "only topk"), ({"normalize_activations": "expected_average_only_in"}, "scaling factor")]:
+    for change, msg in [
+        ({"architecture": "jumprelu"}, "only topk"),
+        ({"normalize_activations": "expected_average_only_in"}, "scaling factor"),
+    ]:
         (tmp_path / "sl" / "cfg.json").write_text(json.dumps({**cfg, **change}))
         with pytest.raises(ValueError, match=msg):
             import_sae(tmp_path / "sl")
@@ -191,7 +231,9 @@ def test_with_sparsify_library(tmp_path):
         x_hat = theirs.decode(top_acts, top_idx)
     torch.testing.assert_close(x_hat, ours.decode(*ours.encode(x)), rtol=1e-4, atol=1e-4)
     dense = torch.zeros(len(x), N).scatter_(1, top_idx, top_acts)
-    torch.testing.assert_close(dense, ours.encode_dense(x) / ours.cfg.input_scale, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        dense, ours.encode_dense(x) / ours.cfg.input_scale, rtol=1e-4, atol=1e-5
+    )
 
     torch.manual_seed(3)
     native = sparsify.SparseCoder(D, sparsify.SparseCoderConfig(num_latents=N, k=K))
@@ -203,7 +245,9 @@ def test_with_sparsify_library(tmp_path):
     imported = import_sae(tmp_path / "theirs")
     with torch.no_grad():
         out = native(x)
-    torch.testing.assert_close(imported.decode(*imported.encode(x)), out.sae_out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        imported.decode(*imported.encode(x)), out.sae_out, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_with_saelens_library(tmp_path):
@@ -215,7 +259,9 @@ def test_with_saelens_library(tmp_path):
     x = raw_inputs(ours)
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), ours.decode(*ours.encode(x)), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(theirs.encode(x), ours.encode_dense(x) / ours.cfg.input_scale, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            theirs.encode(x), ours.encode_dense(x) / ours.cfg.input_scale, rtol=1e-4, atol=1e-5
+        )
     assert theirs.cfg.metadata.hook_name == "blocks.5.hook_resid_post"
 
     with torch.no_grad():
@@ -223,4 +269,6 @@ def test_with_saelens_library(tmp_path):
     theirs.save_model(str(tmp_path / "theirs"))
     imported = import_sae(tmp_path / "theirs")
     with torch.no_grad():
-        torch.testing.assert_close(imported.decode(*imported.encode(x)), theirs(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            imported.decode(*imported.encode(x)), theirs(x), rtol=1e-4, atol=1e-4
+        )

@@ -144,7 +144,9 @@ def test_decoder_constraints():
 
 
 def test_save_load_round_trip_bit_exact(tmp_path):
-    sae = make_sae(input_scale=0.37, hookpoint="resid_post.3", model_name="tiny", extra={"tokens": 5})
+    sae = make_sae(
+        input_scale=0.37, hookpoint="resid_post.3", model_name="tiny", extra={"tokens": 5}
+    )
     sae.save(tmp_path / "a")
     loaded = TopKSAE.load(tmp_path / "a")
     assert loaded.cfg == sae.cfg
@@ -199,7 +201,9 @@ def test_geometric_median_on_known_data():
     torch.testing.assert_close(geometric_median(points), center, atol=1e-5, rtol=0)
     # Three collinear points: the median is the middle one.
     line = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]], dtype=torch.float64)
-    torch.testing.assert_close(geometric_median(line, max_iter=2000, tol=1e-12), line[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        geometric_median(line, max_iter=2000, tol=1e-12), line[1], atol=1e-4, rtol=0
+    )
     assert geometric_median(points.float()).dtype == torch.float32
     with pytest.raises(ValueError):
         geometric_median(torch.empty(0, 3))

@@ -56,8 +56,16 @@ class SparseSource:
 
 def small_cfg(**kw) -> TrainConfig:
     base = dict(
-        widths=[64], ks=[4], batch_tokens=256, total_tokens=60 * 256, lr=3e-3, warmup_steps=5,
-        geomedian_tokens=1024, log_every_steps=10, save_every_steps=1000, dead_after_tokens=1024,
+        widths=[64],
+        ks=[4],
+        batch_tokens=256,
+        total_tokens=60 * 256,
+        lr=3e-3,
+        warmup_steps=5,
+        geomedian_tokens=1024,
+        log_every_steps=10,
+        save_every_steps=1000,
+        dead_after_tokens=1024,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -66,8 +74,14 @@ def small_cfg(**kw) -> TrainConfig:
 def test_training_reduces_fvu_and_writes_layout(tmp_path):
     cfg = small_cfg(widths=[64, 128], ks=[4, 8], total_tokens=100 * 256)
     logs = []
-    trainer = Trainer(cfg, D_IN, tmp_path, hookpoint="resid_post.1", model_name="synthetic",
-                      provenance={"command": "steer train --test"})
+    trainer = Trainer(
+        cfg,
+        D_IN,
+        tmp_path,
+        hookpoint="resid_post.1",
+        model_name="synthetic",
+        provenance={"command": "steer train --test"},
+    )
     summary = trainer.fit(SparseSource(), on_log=logs.append)
 
     assert summary["stopped"] == "done"
@@ -111,7 +125,9 @@ def test_training_reduces_fvu_and_writes_layout(tmp_path):
 def test_lr_schedule_and_defaults():
     assert default_lr(2**14) == pytest.approx(2e-4)
     assert default_lr(2**16) == pytest.approx(1e-4)
-    trainer = Trainer(small_cfg(total_tokens=100 * 256, warmup_steps=10, decay_fraction=0.2), D_IN, "unused")
+    trainer = Trainer(
+        small_cfg(total_tokens=100 * 256, warmup_steps=10, decay_fraction=0.2), D_IN, "unused"
+    )
     f = [trainer.lr_factor(s) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == 1.0 and f[50] == 1.0
     assert f[80] == 1.0 and f[81] < 1.0 and f[99] == pytest.approx(1 / 20)
@@ -155,7 +171,11 @@ def test_multi_topk_trains(tmp_path):
 
 
 def _params(trainer):
-    return {f"{n}/{p}": t.clone() for n, sae in trainer.saes.items() for p, t in sae.state_dict().items()}
+    return {
+        f"{n}/{p}": t.clone()
+        for n, sae in trainer.saes.items()
+        for p, t in sae.state_dict().items()
+    }
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
@@ -189,7 +209,9 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
             assert torch.equal(got[key], expected[key]), (stop_at, key)
         for name in resumed.saes:
             assert torch.equal(resumed.since_fired[name], full.since_fired[name])
-        steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = [
+            json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+        ]
         assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 

@@ -20,7 +20,12 @@ MEMBERS = sorted(p.parent for p in SHIPPED.glob("*/*/cfg.json"))
 # The README's claims for the default SAE, with margin (see README "The shipped SAEs").
 FVU_CEILING = 0.30
 # The README walk-through: this feature of the default SAE, clamped at this strength.
-WALKTHROUGH = {"feature": None, "strength": 10.0, "prompt": "Tell me about your weekend.", "concept": r"paris|french|france"}
+WALKTHROUGH = {
+    "feature": None,
+    "strength": 10.0,
+    "prompt": "Tell me about your weekend.",
+    "concept": r"paris|french|france",
+}
 
 
 def test_a_family_is_shipped_with_a_default():
@@ -45,14 +50,18 @@ def test_member_loads_fits_the_model_and_has_a_catalog(member):
 
 @requires_embedded
 def test_default_sae_fvu_on_heldout_text_stays_under_the_readme_figure():
-    from steer.evaluate import EvalConfig, evaluate_saes
     from steer.data import TokenContexts
+    from steer.evaluate import EvalConfig, evaluate_saes
     from steer.models import load_model, parse_hookpoint
 
     sae = TopKSAE.load(find_default_sae())
     lm = load_model("smollm2-135m")
-    contexts = TokenContexts(HELDOUT_SAMPLE, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=24)
-    metrics = evaluate_saes(lm, {"sae": sae}, parse_hookpoint(sae.cfg.hookpoint), contexts, EvalConfig(tokens=3000))["sae"]
+    contexts = TokenContexts(
+        HELDOUT_SAMPLE, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=24
+    )
+    metrics = evaluate_saes(
+        lm, {"sae": sae}, parse_hookpoint(sae.cfg.hookpoint), contexts, EvalConfig(tokens=3000)
+    )["sae"]
     assert metrics["fvu"] < FVU_CEILING
     assert metrics["loss_recovered"] > 0.8
 
@@ -69,7 +78,12 @@ def test_clamping_the_walkthrough_feature_steers_toward_its_concept():
     catalog = FeatureCatalog.load(default)
     rows = [[], [Intervention(WALKTHROUGH["feature"], WALKTHROUGH["strength"], "clamp")]]
     base, steered = generate_text(
-        lm, sae, WALKTHROUGH["prompt"], rows, GenerationSettings(max_new_tokens=40), max_acts=catalog.max_acts
+        lm,
+        sae,
+        WALKTHROUGH["prompt"],
+        rows,
+        GenerationSettings(max_new_tokens=40),
+        max_acts=catalog.max_acts,
     )
     assert not re.search(WALKTHROUGH["concept"], base["text"], re.I), base["text"]
     assert re.search(WALKTHROUGH["concept"], steered["text"], re.I), steered["text"]

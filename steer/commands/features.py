@@ -249,9 +249,13 @@ def _show_family(sae_dir: Path, latent: int, n: int, json_out: bool) -> None:
 
     console = Console()
     if not neighbours:
-        console.print(f"no wider SAE beside {sae_dir} (the family is the sibling folders at its hook point)")
+        console.print(
+            f"no wider SAE beside {sae_dir} (the family is the sibling folders at its hook point)"
+        )
         return
-    table = Table(title=f"feature {latent} of {Path(sae_dir).name} {label!r}: nearest features in wider SAEs")
+    table = Table(
+        title=f"feature {latent} of {Path(sae_dir).name} {label!r}: nearest features in wider SAEs"
+    )
     table.add_column("SAE")
     table.add_column("feature", justify="right")
     table.add_column("cosine", justify="right")

@@ -346,7 +346,12 @@ def render_feature(info, unit: str) -> Content:
             )
         )
     if info.related:
-        lines += [Content(""), Content.styled("Feature splitting: nearest features in wider SAEs (decoder cosine)", "bold $accent")]
+        lines += [
+            Content(""),
+            Content.styled(
+                "Feature splitting: nearest features in wider SAEs (decoder cosine)", "bold $accent"
+            ),
+        ]
         lines += [
             Content.assemble(("  #", "dim"), str(r.latent), " ", r.label) for r in info.related
         ]
