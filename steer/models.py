@@ -217,9 +217,12 @@ def _load_transformers(name: str, dtype: torch.dtype):
 
     local = Path(name).expanduser()
     source = str(local) if local.is_dir() else name
+    # Offline, transformers retries the Hub for ~50 s before giving up: look once, and if
+    # the Hub is unreachable read the local cache only, so the answer comes at once.
+    cache_only = not local.is_dir() and not hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=cache_only)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=cache_only)
     except (OSError, ValueError) as err:
         if local.exists():
             raise ModelLoadError(f"cannot load a model from {local}: {_first_line(err)}") from None
@@ -229,6 +232,20 @@ def _load_transformers(name: str, dtype: torch.dtype):
             f"to download it, pass a local directory, or use the embedded {DEFAULT_MODEL!r}."
         ) from None
     return model, tokenizer
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers (False when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    import socket
+
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _first_line(err: Exception) -> str:
