@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # Ship a trained SAE family: copy it into checkpoints/ in fp16, index each member's
-# feature catalog, and evaluate it on the held-out shard. The exact commands that
-# produced the figures in the README.
-#   scripts/ship.sh runs/final/resid_post.12 checkpoints/smollm2-135m/resid_post.12 4608-k32
+# feature catalog, and evaluate the family on the held-out shard. These are the exact
+# commands behind the figures in the README.
+#   scripts/ship.sh runs/final/resid_post.12 checkpoints/smollm2-135m/resid_post.12 9216-k32
 set -euo pipefail
 run=${1:?run folder}; dest=${2:?checkpoint folder}; default=${3:?default member}
 corpus=${CORPUS:-../shared/corpus/wikipedia-en}
 steer=.venv/bin/steer
 mkdir -p "$dest"
+cp "$run/metrics.jsonl" "$dest/metrics.jsonl"   # the training log of the whole family
 for member in "$run"/*-k*/; do
   name=$(basename "$member")
   .venv/bin/python - "$member" "$dest/$name" <<'PY'
-import shutil, sys, torch
+import sys, torch
 from sae import TopKSAE
 src, dst = sys.argv[1:]
 TopKSAE.load(src).save(dst, dtype=torch.float16)   # fp16 halves the size; SAEs load as fp32
 PY
-  cp "$run/metrics.jsonl" "$dest/$name/metrics.jsonl"
-  "$steer" index --sae "$dest/$name" --corpus "$corpus/wiki-06.jsonl.xz" --tokens "${INDEX_TOKENS:-150k}"
-  "$steer" eval --sae "$dest/$name" --corpus "$corpus/wiki-07.jsonl.xz" --split all \
-      --tokens "${EVAL_TOKENS:-32k}" --json > "$dest/$name/eval.json"
+  "$steer" index --sae "$dest/$name" --corpus "$corpus/wiki-06.jsonl.xz" --tokens "${INDEX_TOKENS:-100k}"
 done
-echo "$(basename "$dest")/$default" > "$dest/../DEFAULT"  # the SAE `steer chat` opens
+# One pass evaluates every member (clean, zero-ablated and spliced forwards share the batch).
+"$steer" eval --sae "$dest" --corpus "$corpus/wiki-07.jsonl.xz" --split all \
+    --tokens "${EVAL_TOKENS:-32k}" --json --hist "$dest/density.png" > "$dest/eval.json"
+echo "$(basename "$dest")/$default" > "$dest/../DEFAULT"   # the SAE `steer chat` opens

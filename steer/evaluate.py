@@ -42,7 +42,7 @@ DEFAULT_HELDOUT_FRACTION = 0.01
 """Fraction of a corpus's documents `steer train` leaves out and `steer eval` uses."""
 
 METRIC_DEFINITIONS = {
-    "fvu": "normalized MSE = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the eval tokens",
+    "fvu": "normalized MSE = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the eval tokens (the first position of each context and attention-sink tokens with norm > 10x the median excluded)",
     "l0": "mean number of nonzero latents per token",
     "dead_frac": "fraction of latents that never fire on the eval tokens",
     "dense_frac": "fraction of latents that fire on more than the dense threshold of eval tokens",
@@ -65,6 +65,10 @@ class EvalConfig:
 
     skip_first: int = 1
     """Leading positions of each context kept unchanged and left out of every metric."""
+
+    outlier_factor: float = 10.0
+    """Tokens whose activation norm exceeds this multiple of the batch median (attention
+    sinks with massive activations) are left unchanged and out of every metric."""
 
     autocast: bool = True
     """Run the model under bf16 autocast when its weights are fp32 (fast on CPU); the SAEs
@@ -126,16 +130,21 @@ def evaluate_saes(
         resid = block_output(output)  # (V*B, T, d)
         batch = resid.shape[0] // n_variants
         x = resid[:batch, skip:]  # (B, T', d) the clean activations
-        x_flat = x.reshape(-1, x.shape[-1]).float()  # (N, d)
+        # Attention-sink tokens carry "massive activations" (here up to 200x the median
+        # norm): one of them can hold most of the variance and make FVU meaningless, so,
+        # like the first position, they stay unchanged and out of every metric.
+        norms = x.float().norm(dim=-1)  # (B, T')
+        keep = norms <= cfg.outlier_factor * norms.median()  # (B, T')
+        x_flat = x[keep].float()  # (N, d)
         new = resid.clone()
-        new[batch : 2 * batch, skip:] = 0  # zero ablation
+        new[batch : 2 * batch, skip:][keep] = 0  # zero ablation
         for i, name in enumerate(names):
             sae = saes[name]
             with torch.autocast(x_flat.device.type, enabled=False):  # SAEs run in fp32
                 top_acts, top_indices = sae.encode(x_flat.to(sae.device))
                 x_hat = sae.decode(top_acts, top_indices).to(x_flat.device)  # (N, d)
             rows = slice((2 + i) * batch, (3 + i) * batch)
-            new[rows, skip:] = x_hat.view_as(x).to(resid.dtype)
+            new[rows, skip:][keep] = x_hat.to(resid.dtype)
             a = acc[name]
             a.err += float((x_flat - x_hat).double().pow(2).sum())
             fired = top_acts > 0  # (N, k) TopK may pick zeros when few pre-acts are positive

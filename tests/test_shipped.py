@@ -18,13 +18,14 @@ HELDOUT_SAMPLE = ROOT / "tests" / "data" / "wiki-heldout-sample.jsonl"
 MEMBERS = sorted(p.parent for p in SHIPPED.glob("*/*/cfg.json"))
 
 # The README's claims for the default SAE, with margin (see README "The shipped SAEs").
-FVU_CEILING = 0.30
+FVU_CEILING = 0.18  # README: 0.150 on 32k held-out tokens; 0.147 on this sample
 # The README walk-through: this feature of the default SAE, clamped at this strength.
+# Feature 3340 ("Paris") of 9216-k32 clamped to 1.5x its max: the answer turns to French.
 WALKTHROUGH = {
-    "feature": None,
-    "strength": 10.0,
+    "feature": 3340,
+    "strength": 1.5,
     "prompt": "Tell me about your weekend.",
-    "concept": r"paris|french|france",
+    "concept": r"\b(la|le|les|nuit|café)\b",
 }
 
 
@@ -42,7 +43,7 @@ def test_member_loads_fits_the_model_and_has_a_catalog(member):
     assert sae.cfg.d_in == 576 and sae.cfg.model_name == "smollm2-135m"
     assert sae.cfg.hookpoint == member.parent.name
     assert "command" in json.dumps(sae.cfg.extra), "the training command is recorded"
-    assert (member / "metrics.jsonl").is_file()
+    assert (member.parent / "metrics.jsonl").is_file() and (member.parent / "eval.json").is_file()
     catalog = FeatureCatalog.load(member)
     assert catalog.n_latents == sae.n_latents and catalog.matches(sae)
     assert torch.isfinite(catalog.max_acts).all()
@@ -62,6 +63,7 @@ def test_default_sae_fvu_on_heldout_text_stays_under_the_readme_figure():
     metrics = evaluate_saes(
         lm, {"sae": sae}, parse_hookpoint(sae.cfg.hookpoint), contexts, EvalConfig(tokens=3000)
     )["sae"]
+    print("held-out sample FVU", metrics["fvu"], "loss recovered", metrics["loss_recovered"])
     assert metrics["fvu"] < FVU_CEILING
     assert metrics["loss_recovered"] > 0.8
 
