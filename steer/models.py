@@ -222,7 +222,9 @@ def _load_transformers(name: str, dtype: torch.dtype):
     cache_only = not local.is_dir() and not hub_reachable()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=cache_only)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=cache_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, local_files_only=cache_only
+        )
     except (OSError, ValueError) as err:
         if local.exists():
             raise ModelLoadError(f"cannot load a model from {local}: {_first_line(err)}") from None
