@@ -60,14 +60,11 @@ class FeatureCommands(Provider):
             )
 
 
-class PresetCommands(Provider):
-    """Load a saved preset, or save the active set."""
+class _ListProvider(Provider):
+    """A provider over a fixed list of (text, callback, help) from `_commands()`."""
 
     def _commands(self):
-        app = self.app
-        for path in app.engine.list_presets():
-            yield f"Load preset {path.stem}", partial(app.load_preset, str(path)), str(path)
-        yield "Save active features as preset…", partial(app.action_presets, True), "ctrl+s"
+        raise NotImplementedError
 
     async def discover(self) -> Hits:
         for text, command, help_text in self._commands():
@@ -81,7 +78,17 @@ class PresetCommands(Provider):
                 yield Hit(score, matcher.highlight(text), command, help=help_text)
 
 
-class CheckpointCommands(Provider):
+class PresetCommands(_ListProvider):
+    """Load a saved preset, or save the active set."""
+
+    def _commands(self):
+        app = self.app
+        for path in app.engine.list_presets():
+            yield f"Load preset {path.stem}", partial(app.load_preset, str(path)), str(path)
+        yield "Save active features as preset…", partial(app.action_presets, True), "ctrl+s"
+
+
+class CheckpointCommands(_ListProvider):
     """Open another SAE checkpoint (folders with cfg.json + sae.safetensors)."""
 
     def _commands(self):
@@ -94,14 +101,3 @@ class CheckpointCommands(Provider):
             except (ValueError, IndexError):
                 shown = folder
             yield f"Open SAE {shown}", partial(app.open_sae, str(folder)), str(folder)
-
-    async def discover(self) -> Hits:
-        for text, command, help_text in self._commands():
-            yield DiscoveryHit(text, command, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for text, command, help_text in self._commands():
-            score = matcher.match(text)
-            if score > 0:
-                yield Hit(score, matcher.highlight(text), command, help=help_text)
