@@ -376,3 +376,16 @@ def test_chat_command_opens_the_default_model_and_sae(monkeypatch, tmp_path):
     assert seen == {"model": "gpt2", "sae": None}
     result = CliRunner().invoke(cli, ["chat", "--sae", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "no SAE checkpoint folder" in result.output
+
+
+async def test_palette_opens_a_shipped_checkpoint(tmp_path, monkeypatch):
+    app = tiny_app(tmp_path)
+    opened = []
+    monkeypatch.setattr(app, "open_sae", lambda path: opened.append(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"open sae 4608")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+    assert opened and opened[0].endswith("4608-k32")
