@@ -123,6 +123,7 @@ def train_ours(batches: list[Tensor], d: int, width: int, args, out: Path, warmu
         save_every_steps=10**9,
         log_every_steps=10**9,
         seed=args.seed,
+        lr=args.lr,
     )
     trainer = Trainer(cfg, d, out)
     start = time.perf_counter()
@@ -182,6 +183,7 @@ def sparsify_config(
         batch_size=batch_size,
         loss_fn="fvu",
         optimizer=optimizer,
+        lr=args.lr if paper else None,
         lr_warmup_steps=warmup,
         auxk_alpha=1 / 32 if paper else 0.0,
         dead_feature_threshold=args.dead_after,
@@ -284,6 +286,12 @@ def main() -> None:
     parser.add_argument("--e2e-tokens", default="32k", help="end-to-end run length (0: skip)")
     parser.add_argument(
         "--no-sparsify-default", action="store_true", help="skip sparsify's default optimizer run"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam lr for ours and sparsify-Adam (default: the paper's)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
