@@ -53,6 +53,15 @@ def _tiny_tokenizer():
 
 
 @pytest.fixture
+def one_thread():
+    """For tests on tiny tensors: one thread is faster, and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_tokenizer():
     """A byte-level BPE tokenizer (vocab ~400) with a ChatML template."""
     return _tiny_tokenizer()

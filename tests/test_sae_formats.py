@@ -16,13 +16,7 @@ from sae import SAEConfig, TopKSAE, detect_format, export_sae, import_sae
 D, N, K = 16, 64, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_like_sae(scale=0.37, seed=0) -> TopKSAE:

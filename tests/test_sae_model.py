@@ -8,14 +8,7 @@ import torch
 import sae.model as sae_model
 from sae import SAEConfig, TopKSAE, geometric_median, metrics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_sae(d=16, n=64, k=4, dtype=torch.float32, seed=0, **cfg) -> TopKSAE:

@@ -16,13 +16,7 @@ _DICT = torch.randn(N_TRUE, D_IN, generator=torch.Generator().manual_seed(123))
 _DICT /= _DICT.norm(dim=1, keepdim=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SparseSource:
