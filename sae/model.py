@@ -349,6 +349,17 @@ class TopKSAE(nn.Module):
         self.W_dec.data /= self.W_dec.data.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
     @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Make decoder rows unit norm, moving each row's norm r into the encoder (W_enc row
+        and b_enc times r): every latent's contribution r·a · W_dec/r is unchanged; only the
+        TopK ranking between latents shifts. For weights that drifted off the unit sphere
+        (schedule-free averaging), so latent activations stay comparable for steering."""
+        norms = self.W_dec.data.norm(dim=1).clamp_min(1e-8)  # (n,)
+        self.W_dec.data /= norms[:, None]
+        self.W_enc.data *= norms[:, None].to(self.W_enc.dtype)
+        self.b_enc.data *= norms.to(self.b_enc.dtype)
+
+    @torch.no_grad()
     def remove_gradient_parallel_to_decoder(self) -> None:
         """Project out the part of W_dec's gradient that would change row norms."""
         if self.W_dec.grad is None:

@@ -163,6 +163,7 @@ def test_interrupted_run_resumes_to_the_same_weights(
         ({"--corpus": "EMPTY"}, ["no text"]),
         ({"--corpus": "MISSING"}, ["does not exist"]),
         ({"--corpus": None}, ["no corpus"]),
+        ({"--optimizer": "sgd"}, ["--optimizer", "adam, signum"]),
     ],
 )
 def test_train_bad_input_is_one_line_error(
@@ -173,6 +174,8 @@ def test_train_bad_input_is_one_line_error(
     empty.write_text("")
     args = tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "run")
     for flag, value in change.items():
+        if flag not in args:
+            args += [flag, ""]
         i = args.index(flag)
         if value is None:
             del args[i : i + 2]
@@ -180,6 +183,18 @@ def test_train_bad_input_is_one_line_error(
             args[i + 1] = {"EMPTY": empty, "MISSING": tmp_path / "missing.jsonl"}.get(value, value)
     assert_one_line_error(invoke(*args), *fragments)
     assert not (tmp_path / "run").exists()  # nothing written before the inputs check out
+
+
+def test_signum_optimizer_trains_and_a_resume_must_keep_it(tiny_model_dir, tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_train_args(tiny_model_dir, tiny_corpus, out, tokens="1k")
+    result = invoke(*args, "--optimizer", "signum")
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((out / "64-k4" / "cfg.json").read_text())
+    assert cfg["extra"]["optimizer"] == "signum" and "--optimizer signum" in cfg["extra"]["command"]
+    more = [a if a != "1k" else "2k" for a in args]
+    assert_one_line_error(invoke(*more, "--resume"), "cannot resume", "optimizer")
+    assert invoke(*more, "--optimizer", "signum", "--resume").exit_code == 0
 
 
 def test_resume_without_a_run_is_an_error(tiny_model_dir, tiny_corpus, tmp_path):

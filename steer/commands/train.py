@@ -179,7 +179,14 @@ def train(
         "10M", "--tokens", "-n", help="Total training tokens, e.g. 500k, 10M."
     ),
     lr: float = typer.Option(
-        None, "--lr", help="Adam learning rate (default: 2e-4 / sqrt(n_latents / 2^14), per SAE)."
+        None,
+        "--lr",
+        help="Learning rate (default, per SAE: 2e-4 / sqrt(n_latents / 2^14) with adam, 5e-3 / sqrt(n_latents / 2^14) with signum).",
+    ),
+    optimizer: str = typer.Option(
+        "adam",
+        "--optimizer",
+        help="adam: the paper's recipe (warmup, decay over the last 20%). signum: schedule-free SignSGD as in sparsify; no decay, faster on short runs.",
     ),
     out: Path = typer.Option(
         None,
@@ -213,7 +220,7 @@ def train(
     Data parallel: launch with torchrun (e.g. torchrun --nproc_per_node 2 -m steer.cli train ...); each process reads its own share of the corpus, rank 0 writes the files.
     """
     from sae.distributed import DistributedTrainer, rank_batch_tokens
-    from sae.trainer import TrainConfig, Trainer
+    from sae.trainer import OPTIMIZERS, TrainConfig, Trainer
     from steer.activations import ActivationStream
     from steer.data import TokenContexts
     from steer.distributed import ShardedStream, init_distributed, shutdown_distributed
@@ -230,6 +237,8 @@ def train(
         )
     if ctx_len < 2:
         raise ValueError(f"--ctx-len must be at least 2, got {ctx_len}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     if batch_tokens < 1 or save_every < 1:
         raise ValueError("--batch-tokens and --save-every must be positive")
     layer_index = parse_hookpoint(layer) if layer is not None else None
@@ -271,6 +280,7 @@ def train(
         ctx_len=ctx_len,
         seed=seed,
         dtype=dtype,
+        optimizer=optimizer,
     )
     if resume:
         check_resume_settings(out_dir, setting)
@@ -312,6 +322,7 @@ def train(
         batch_tokens=batch_tokens,
         tokens=tokens,
         lr=lr,
+        optimizer=optimizer,
         out=str(out_dir),
         seed=seed,
         save_every=save_every,
@@ -329,6 +340,7 @@ def train(
         "heldout_fraction": DEFAULT_HELDOUT_FRACTION,
         "dtype": dtype,
         "seed": seed,
+        "optimizer": optimizer,
         "skip_first": 1,
         "world_size": dist_env.world_size,
     }
@@ -339,6 +351,7 @@ def train(
         batch_tokens=batch_tokens,
         total_tokens=total_tokens,
         lr=lr,
+        optimizer=optimizer,
         multi_topk=multi_topk,
         save_every_steps=save_every,
         seed=seed,
