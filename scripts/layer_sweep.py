@@ -3,10 +3,14 @@
 For each layer: train one SAE (same width, k, tokens) on the training shards, then on the
 held-out shard measure FVU, fraction of loss recovered and Δ loss, and how well clamping
 concept features steers: for each concept, the latent that fires most specifically on a
-sentence about it is clamped to 10x its max activation while the model answers neutral
-prompts; a hit is a steered answer that mentions the concept where the baseline does not.
+sentence about it is clamped to a few times its max activation (--strengths) while the
+model answers neutral prompts; a hit is a steered answer that mentions the concept where
+the baseline does not.
 
-    .venv/bin/python scripts/layer_sweep.py --layers 4,8,12,16,20 --tokens 400k
+Short runs train with schedule-free SignSGD (`--optimizer signum`), which gets much further
+than Adam in a few hundred steps, so the depths are compared nearer to where they converge.
+
+    .venv/bin/python scripts/layer_sweep.py --layers 4,8,12,16,20,24 --tokens 500k
 
 Writes runs/sweep/<layer>/ (checkpoints) and prints a markdown table (docs/LAYER_SWEEP.md
 holds the one we ran).
@@ -90,7 +94,7 @@ def concept_latent(lm, sae, layer, text, max_acts, freq) -> int:
     return int(key.argmax())
 
 
-def steering_hits(lm, sae, layer, max_acts, freq) -> tuple[int, int, list]:
+def steering_hits(lm, sae, layer, max_acts, freq, strength: float) -> tuple[int, int, list]:
     settings = GenerationSettings(max_new_tokens=32, temperature=0.0)
     hits = total = 0
     examples = []
@@ -101,7 +105,7 @@ def steering_hits(lm, sae, layer, max_acts, freq) -> tuple[int, int, list]:
                 lm,
                 sae,
                 prompt,
-                [[], [Intervention(latent, 10.0, "clamp")]],
+                [[], [Intervention(latent, strength, "clamp")]],
                 settings,
                 max_acts=max_acts,
             )
@@ -114,7 +118,9 @@ def steering_hits(lm, sae, layer, max_acts, freq) -> tuple[int, int, list]:
                 {
                     "concept": concept,
                     "latent": latent,
+                    "strength": strength,
                     "prompt": prompt,
+                    "baseline": base["text"],
                     "steered": steered["text"],
                     "hit": hit,
                 }
@@ -126,10 +132,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--layers", default="4,8,12,16,20")
+    parser.add_argument("--layers", default="4,8,12,16,20,24")
     parser.add_argument("--width", type=int, default=2304)
     parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--tokens", default="400k")
+    parser.add_argument("--tokens", default="500k")
+    parser.add_argument("--optimizer", default="signum", choices=["adam", "signum"])
+    parser.add_argument(
+        "--strengths", default="1.5,4", help="clamp values, in multiples of the max activation"
+    )
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--out", default="runs/sweep")
     parser.add_argument(
@@ -137,6 +147,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    strengths = [float(x) for x in args.strengths.split(",")]
     lm = load_model()
     rows = []
     for layer in (int(x) for x in args.layers.split(",")):
@@ -144,10 +155,13 @@ def main() -> None:
         out = Path(args.out) / f"resid_post.{layer}"
         contexts = TokenContexts(TRAIN, lm.tokenizer, ctx_len=128, seed=0)
         stream = ActivationStream(lm, layer, contexts, batch_tokens=4096)
+        total = parse_count(args.tokens)
         cfg = TrainConfig(
             widths=[args.width],
             ks=[args.k],
-            total_tokens=parse_count(args.tokens),
+            total_tokens=total,
+            optimizer=args.optimizer,
+            warmup_steps=min(100, max(1, total // 4096 // 20)),  # as `steer train` does
             save_every_steps=10**9,
         )
         trainer = Trainer(
@@ -159,11 +173,13 @@ def main() -> None:
         metrics = evaluate_saes(
             lm, {"sae": sae}, layer, heldout, EvalConfig(tokens=args.eval_tokens)
         )["sae"]
-        hits = total = 0
-        examples = []
+        hits, examples = {}, []
         if not args.no_steer:
             max_acts, freq = latent_stats(lm, sae, layer, args.eval_tokens)
-            hits, total, examples = steering_hits(lm, sae, layer, max_acts, freq)
+            for strength in strengths:
+                n_hits, n, found = steering_hits(lm, sae, layer, max_acts, freq, strength)
+                hits[strength] = f"{n_hits}/{n}"
+                examples += found
         row = {
             "layer": layer,
             "tokens": summary["tokens"],
@@ -171,19 +187,25 @@ def main() -> None:
             "loss_recovered": metrics["loss_recovered"],
             "delta_loss": metrics["delta_loss"],
             "dead_frac": metrics["dead_frac"],
-            "steering_hits": f"{hits}/{total}",
+            "steering_hits": hits,
             "minutes": (time.time() - start) / 60,
         }
         rows.append(row)
         (out / "sweep.json").write_text(json.dumps({**row, "examples": examples}, indent=2))
         print(json.dumps(row), flush=True)
 
-    print("\n| layer | tokens | FVU | loss recovered | Δ loss | dead | steering hits |")
-    print("|---|---|---|---|---|---|---|")
+    steer_cols = [f"hits @{s:g}x" for s in strengths] if not args.no_steer else []
+    print(
+        "\n| layer | tokens | FVU | loss recovered | Δ loss | dead | "
+        + " | ".join(steer_cols)
+        + " |"
+    )
+    print("|---" * (6 + len(steer_cols)) + "|")
     for r in rows:
+        hits = " | ".join(r["steering_hits"].get(s, "-") for s in strengths) if steer_cols else ""
         print(
             f"| resid_post.{r['layer']} | {r['tokens']:,} | {r['fvu']:.3f} | {r['loss_recovered']:.3f} | "
-            f"{r['delta_loss']:.3f} | {100 * r['dead_frac']:.1f}% | {r['steering_hits']} |"
+            f"{r['delta_loss']:.3f} | {100 * r['dead_frac']:.1f}% | {hits} |"
         )
     assert all(math.isfinite(r["fvu"]) for r in rows)
 

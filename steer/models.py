@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 DEFAULT_MODEL = "smollm2-135m"
+HUB_DEFAULT_MODEL = "gpt2"  # steer train's default when the Hub or a cached copy can provide it
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HOOKPOINT_RE = re.compile(r"^(?:resid_post\.)?(\d+)$")
@@ -234,6 +235,25 @@ def _load_transformers(name: str, dtype: torch.dtype):
             f"to download it, pass a local directory, or use the embedded {DEFAULT_MODEL!r}."
         ) from None
     return model, tokenizer
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    """Whether a Hub model's config and weights are in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+    return cached("config.json") and (cached("model.safetensors") or cached("pytorch_model.bin"))
+
+
+def default_training_model() -> str:
+    """`steer train`'s model when none is named: GPT-2 small (the paper's first model, and the
+    one most SAE work can be compared with) where its weights are cached or the Hub answers,
+    else the embedded SmolLM2-135M, which needs no network."""
+    if in_hf_cache(HUB_DEFAULT_MODEL) or hub_reachable(timeout=2.0):
+        return HUB_DEFAULT_MODEL
+    return DEFAULT_MODEL
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

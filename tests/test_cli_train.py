@@ -197,6 +197,21 @@ def test_signum_optimizer_trains_and_a_resume_must_keep_it(tiny_model_dir, tiny_
     assert invoke(*more, "--optimizer", "signum", "--resume").exit_code == 0
 
 
+def test_without_model_trains_on_the_default_model(
+    tiny_model_dir, tiny_corpus, tmp_path, monkeypatch
+):
+    from steer import models
+
+    # default_training_model() answers gpt2 online; here it names the tiny model instead.
+    monkeypatch.setattr(models, "default_training_model", lambda: str(tiny_model_dir))
+    args = tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "run", tokens="512")
+    i = args.index("--model")
+    del args[i : i + 2]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert f"no --model given: training on {tiny_model_dir}" in result.stderr
+
+
 def test_resume_without_a_run_is_an_error(tiny_model_dir, tiny_corpus, tmp_path):
     args = tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "run")
     assert_one_line_error(invoke(*args, "--resume"), "nothing to resume")

@@ -66,3 +66,29 @@ def test_embedded_model_loads_and_knows_paris():
     with torch.no_grad():
         out = lm.model.generate(ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in lm.tokenizer.decode(out[0, ids.shape[1] :])
+
+
+def test_training_default_is_gpt2_when_cached_else_the_embedded_model(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from steer import models
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Hub does not answer
+    assert models.default_training_model() == "smollm2-135m"
+
+    # A cached GPT-2, laid out as huggingface_hub writes it.
+    repo = tmp_path / "models--gpt2"
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    (snapshot / "config.json").write_text("{}")
+    assert models.default_training_model() == "smollm2-135m"  # config without weights
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert models.default_training_model() == "gpt2"
+
+    # Online, GPT-2 can be downloaded.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: True)
+    assert models.default_training_model() == "gpt2"

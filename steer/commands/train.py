@@ -140,10 +140,10 @@ class RepeatContexts:
 @friendly_errors
 def train(
     model: str = typer.Option(
-        "smollm2-135m",
+        None,
         "--model",
         "-m",
-        help="Model: smollm2-135m (embedded), a Hub id or a local directory.",
+        help="Model: smollm2-135m (embedded), a Hub id or a local directory. Default: gpt2 when its weights are cached or the Hub is reachable, else smollm2-135m.",
     ),
     layer: str = typer.Option(
         None,
@@ -225,7 +225,7 @@ def train(
     from steer.data import TokenContexts
     from steer.distributed import ShardedStream, init_distributed, shutdown_distributed
     from steer.evaluate import DEFAULT_HELDOUT_FRACTION
-    from steer.models import load_model, parse_hookpoint
+    from steer.models import default_training_model, load_model, parse_hookpoint
 
     total_tokens = parse_count(tokens, "--tokens")
     ks = parse_ks(k)
@@ -243,6 +243,9 @@ def train(
         raise ValueError("--batch-tokens and --save-every must be positive")
     layer_index = parse_hookpoint(layer) if layer is not None else None
 
+    if model is None:
+        model = default_training_model()
+        typer.echo(f"no --model given: training on {model}", err=True)
     dist_env = init_distributed(device)  # torchrun: join the process group, cuda:LOCAL_RANK
     dev = check_device(dist_env.device if dist_env.distributed else resolve_device(device))
     quiet_model_loading()
