@@ -21,5 +21,5 @@ PY
 done
 # One pass evaluates every member (clean, zero-ablated and spliced forwards share the batch).
 "$steer" eval --sae "$dest" --corpus "$corpus/wiki-07.jsonl.xz" --split all \
-    --tokens "${EVAL_TOKENS:-32k}" --json --hist "$dest/density.png" > "$dest/eval.json"
+    --tokens "${EVAL_TOKENS:-128k}" --json --hist "$dest/density.png" > "$dest/eval.json"
 echo "$(basename "$dest")/$default" > "$dest/../DEFAULT"   # the SAE `steer chat` opens

@@ -18,14 +18,14 @@ HELDOUT_SAMPLE = ROOT / "tests" / "data" / "wiki-heldout-sample.jsonl"
 MEMBERS = sorted(p.parent for p in SHIPPED.glob("*/*/cfg.json"))
 
 # The README's claims for the default SAE, with margin (see README "The shipped SAEs").
-FVU_CEILING = 0.18  # README: 0.150 on 32k held-out tokens; 0.147 on this sample
+FVU_CEILING = 0.17  # README: 0.143 on 128k held-out tokens; 0.140 on this sample
 # The README walk-through: this feature of the default SAE, clamped at this strength.
-# Feature 3340 ("Paris") of 9216-k32 clamped to 1.5x its max: the answer turns to French.
+# Feature 2374 ("Paris") of 9216-k32 clamped to 2.5x its max: the weekend moves to Paris.
 WALKTHROUGH = {
-    "feature": 3340,
-    "strength": 1.5,
+    "feature": 2374,
+    "strength": 2.5,
     "prompt": "Tell me about your weekend.",
-    "concept": r"\b(la|le|les|nuit|café)\b",
+    "concept": r"\bparis",
 }
 
 
