@@ -13,7 +13,7 @@ Recipe (paper §2 and App. A/B):
   clipping; the decoder-norm-changing part of W_dec's gradient is removed before the step
   and the rows renormalised after it;
 - or (`optimizer="signum"`) schedule-free SignSGD as in EleutherAI sparsify (sae/optim.py),
-  lr 5e-3/sqrt(n/2^14), warmup but no decay: faster on short runs;
+  lr 2.5e-3/sqrt(n/2^14), warmup but no decay: faster on short runs;
 - a non-finite loss or gradient stops training before the step is taken; the checkpoint
   on disk (last periodic save) is left untouched.
 
@@ -65,7 +65,7 @@ class TrainConfig:
 
     lr: float | None = None
     """Learning rate; None: for each SAE, 2e-4 / sqrt(n_latents / 2**14) with Adam (paper's
-    scaling), 5e-3 / sqrt(n_latents / 2**14) with signum (sparsify's)."""
+    scaling), 2.5e-3 / sqrt(n_latents / 2**14) with signum."""
 
     optimizer: str = "adam"
     """adam: the paper's Adam with warmup and final decay. signum: schedule-free SignSGD

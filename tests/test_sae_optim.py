@@ -61,8 +61,8 @@ def test_state_dict_round_trip_continues_identically():
     assert torch.equal(runs[0], runs[1])
 
 
-def test_default_lr_follows_sparsify():
-    assert default_signum_lr(2**14) == pytest.approx(5e-3)
-    assert default_signum_lr(2**16) == pytest.approx(2.5e-3)
+def test_default_lr_scales_with_width():
+    assert default_signum_lr(2**14) == pytest.approx(2.5e-3)
+    assert default_signum_lr(2**16) == pytest.approx(1.25e-3)
     with pytest.raises(ValueError):
         ScheduleFreeSignSGD([torch.nn.Parameter(torch.zeros(1))], lr=0)

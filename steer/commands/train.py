@@ -181,7 +181,7 @@ def train(
     lr: float = typer.Option(
         None,
         "--lr",
-        help="Learning rate (default, per SAE: 2e-4 / sqrt(n_latents / 2^14) with adam, 5e-3 / sqrt(n_latents / 2^14) with signum).",
+        help="Learning rate (default, per SAE: 2e-4 / sqrt(n_latents / 2^14) with adam, 2.5e-3 / sqrt(n_latents / 2^14) with signum).",
     ),
     optimizer: str = typer.Option(
         "adam",
