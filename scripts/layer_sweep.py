@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from sae import TopKSAE
 from sae.trainer import TrainConfig, Trainer
 from steer.activations import ActivationStream
 from steer.commands.train import parse_count
@@ -58,11 +59,29 @@ CONCEPTS = {
         "The Golden Gate Bridge spans the strait in San Francisco.",
         r"golden gate|bridge|san francisco",
     ),
+    "space": (
+        "The astronauts orbited the planet; NASA launched the rocket into space.",
+        r"\bspace|planet|orbit|nasa|astronaut|rocket",
+    ),
+    "football": (
+        "The football team scored a goal in the final minute of the soccer match.",
+        r"football|soccer|\bgoal|striker",
+    ),
+    "the ocean": (
+        "Waves crashed on the beach as the ocean tide rolled in from the sea.",
+        r"ocean|\bsea\b|waves?\b|beach|tide",
+    ),
+    "war": (
+        "Soldiers fought the battle as the army advanced during the war.",
+        r"\bwar\b|soldier|battle|army|military",
+    ),
 }
 PROMPTS = [
     "Tell me about your weekend.",
     "What should I cook for dinner tonight?",
     "Write one sentence about the weather.",
+    "Describe your ideal job.",
+    "What did you do yesterday?",
 ]
 
 
@@ -145,6 +164,9 @@ def main() -> None:
     parser.add_argument(
         "--no-steer", action="store_true", help="skip the steering test (slow on CPU)"
     )
+    parser.add_argument(
+        "--reuse", action="store_true", help="load the SAE a previous sweep left in --out"
+    )
     args = parser.parse_args()
 
     strengths = [float(x) for x in args.strengths.split(",")]
@@ -167,8 +189,13 @@ def main() -> None:
         trainer = Trainer(
             cfg, lm.d_model, out, hookpoint=f"resid_post.{layer}", model_name="smollm2-135m"
         )
-        summary = trainer.fit(stream)
-        sae = next(iter(trainer.saes.values())).eval()
+        kept = out / f"{args.width}-k{args.k}"
+        if args.reuse and (kept / "cfg.json").is_file():
+            sae = TopKSAE.load(kept).eval()
+            tokens = sae.cfg.extra["tokens"]
+        else:
+            tokens = trainer.fit(stream)["tokens"]
+            sae = next(iter(trainer.saes.values())).eval()
         heldout = TokenContexts(HELDOUT, lm.tokenizer, ctx_len=128, shuffle_buffer=0)
         metrics = evaluate_saes(
             lm, {"sae": sae}, layer, heldout, EvalConfig(tokens=args.eval_tokens)
@@ -182,7 +209,7 @@ def main() -> None:
                 examples += found
         row = {
             "layer": layer,
-            "tokens": summary["tokens"],
+            "tokens": tokens,
             "fvu": metrics["fvu"],
             "loss_recovered": metrics["loss_recovered"],
             "delta_loss": metrics["delta_loss"],
