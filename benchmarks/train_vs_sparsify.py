@@ -384,7 +384,7 @@ def main() -> None:
         for name, (speed, fvu) in rows.items():
             print(f"  {name:<28} {speed:>10,.0f} {fvu:>13.4f}")
         # Same optimizer on both sides; then our Adam (the paper's recipe) against
-        # sparsify's default, and our best against sparsify's best.
+        # sparsify's default: each library's default recipe.
         pairs = [(runs[i][0], runs[i + 1][0]) for i in range(0, len(runs), 2)]
         if len(runs) == 4:
             pairs.append((runs[0][0], runs[3][0]))

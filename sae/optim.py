@@ -112,5 +112,4 @@ class ScheduleFreeSignSGD(torch.optim.Optimizer):
                 z.add_(p.grad.sign(), alpha=-lr)  # the sign step (gradient taken at y)
                 p.lerp_(z, c)  # x -> average including the new z
                 p.lerp_(z, 1 - beta)  # x -> y for the next gradient
-            group["k"] = group.get("k", 0) + 1
         return None

@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--tokens", default="500k")
     parser.add_argument("--optimizer", default="signum", choices=["adam", "signum"])
     parser.add_argument(
-        "--strengths", default="1.5,4", help="clamp values, in multiples of the max activation"
+        "--strengths", default="1.5,2.5,4", help="clamp values, in multiples of the max activation"
     )
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--out", default="runs/sweep")
