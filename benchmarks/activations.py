@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from steer.activations import ActivationStream
-from steer.data import TokenContexts
-from steer.models import load_model
+from steer.lm.activations import ActivationStream
+from steer.lm.data import TokenContexts
+from steer.lm.models import load_model
 
 SHARD = (
     Path(__file__).resolve().parents[1]

@@ -20,9 +20,9 @@ import time
 import torch
 
 from sae import SAEConfig, TopKSAE
-from steer.generation import GenerationSettings, build_prompt_ids, generate_rows
-from steer.models import load_model
+from steer.lm.models import load_model
 from steer.steering import Intervention, SteeringHook
+from steer.steering.generate import GenerationSettings, build_prompt_ids, generate_rows
 
 PROMPT = "Write a short paragraph about the Golden Gate Bridge and the history of San Francisco."
 

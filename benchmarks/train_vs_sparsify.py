@@ -1,10 +1,10 @@
-"""SAE training throughput and quality: our `sae.trainer` vs EleutherAI sparsify.
+"""SAE training throughput and quality: our `sae.train.trainer` vs EleutherAI sparsify.
 
     .venv/bin/python benchmarks/train_vs_sparsify.py [--tokens 200k] [--layer 15] [--width 8x] [--k 32]
         [--repeat 2] [--cache /tmp/acts.safetensors] [--e2e-tokens 32k]
 
 1. Activations of the embedded model (SmolLM2-135M) at one layer are computed once
-   (`steer.activations.ActivationStream`, first position of each context skipped) and
+   (`steer.lm.activations.ActivationStream`, first position of each context skipped) and
    held in memory: `--tokens` for training plus `--eval-tokens` held out.
 2. Our Trainer trains one TopK SAE on those batches, in order.
 3. sparsify's own `Trainer.fit` trains the same SAE (width, k, batch, tokens, Adam, the
@@ -43,11 +43,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae.trainer import TrainConfig, Trainer  # noqa: E402
-from steer.activations import ActivationStream  # noqa: E402
-from steer.commands.train import parse_count  # noqa: E402
-from steer.data import TokenContexts  # noqa: E402
-from steer.models import load_model  # noqa: E402
+from sae.train.trainer import TrainConfig, Trainer  # noqa: E402
+from steer.cli.options import parse_count  # noqa: E402
+from steer.lm.activations import ActivationStream  # noqa: E402
+from steer.lm.data import TokenContexts  # noqa: E402
+from steer.lm.models import load_model  # noqa: E402
 
 SHARD = (
     Path(__file__).resolve().parents[2] / "shared" / "corpus" / "wikipedia-en" / "wiki-00.jsonl.xz"

@@ -1,10 +1,11 @@
 """A small, standalone TopK sparse autoencoder library (torch + safetensors only)."""
 
+from sae.train.trainer import TrainConfig, Trainer, default_lr, sae_name
+
 from .config import SAEConfig
 from .formats import FORMATS, detect_format, export_sae, import_sae
 from .geomedian import geometric_median
 from .model import EncoderOutput, ForwardOutput, TopKSAE, atomic_write, sparse_decode
-from .trainer import TrainConfig, Trainer, default_lr, sae_name
 
 __all__ = [
     "SAEConfig",

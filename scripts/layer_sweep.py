@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from sae import TopKSAE
-from sae.trainer import TrainConfig, Trainer
-from steer.activations import ActivationStream
-from steer.commands.train import parse_count
-from steer.data import TokenContexts
-from steer.evaluate import EvalConfig, evaluate_saes
-from steer.generation import GenerationSettings, generate_text
-from steer.models import load_model
+from sae.train.trainer import TrainConfig, Trainer
+from steer.cli.options import parse_count
+from steer.evals.evaluate import EvalConfig, evaluate_saes
+from steer.lm.activations import ActivationStream
+from steer.lm.data import TokenContexts
+from steer.lm.models import load_model
 from steer.steering import Intervention
+from steer.steering.generate import GenerationSettings, generate_text
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "wikipedia-en"
 TRAIN = str(CORPUS / "wiki-0[0-6].jsonl.xz")

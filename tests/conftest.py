@@ -113,8 +113,8 @@ def make_tiny_model(family: str = "llama", n_layers: int = 4, d_model: int = 32,
 
 
 def make_tiny_lm(family: str = "llama", **kwargs):
-    """A LoadedModel wrapping a tiny random model (see steer.models.wrap_model)."""
-    from steer.models import wrap_model
+    """A LoadedModel wrapping a tiny random model (see steer.lm.models.wrap_model)."""
+    from steer.lm.models import wrap_model
 
     return wrap_model(make_tiny_model(family, **kwargs), _tiny_tokenizer(), f"tiny-{family}")
 
@@ -139,7 +139,7 @@ def tiny_corpus(tmp_path):
 
 
 def embedded_model_available() -> bool:
-    from steer.models import embedded_gguf_path
+    from steer.lm.models import embedded_gguf_path
 
     return embedded_gguf_path() is not None
 

@@ -9,8 +9,8 @@ import torch
 from conftest import requires_embedded
 
 from sae import TopKSAE
-from steer.catalog import FeatureCatalog
-from steer.engine import find_default_sae
+from steer.app.engine import find_default_sae
+from steer.features.catalog import FeatureCatalog
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "smollm2-135m"
@@ -51,9 +51,9 @@ def test_member_loads_fits_the_model_and_has_a_catalog(member):
 
 @requires_embedded
 def test_default_sae_fvu_on_heldout_text_stays_under_the_readme_figure():
-    from steer.data import TokenContexts
-    from steer.evaluate import EvalConfig, evaluate_saes
-    from steer.models import load_model, parse_hookpoint
+    from steer.evals.evaluate import EvalConfig, evaluate_saes
+    from steer.lm.data import TokenContexts
+    from steer.lm.models import load_model, parse_hookpoint
 
     sae = TopKSAE.load(find_default_sae())
     lm = load_model("smollm2-135m")
@@ -70,8 +70,8 @@ def test_default_sae_fvu_on_heldout_text_stays_under_the_readme_figure():
 
 @requires_embedded
 def test_clamping_the_walkthrough_feature_steers_toward_its_concept():
-    from steer.generation import GenerationSettings, generate_text
     from steer.steering import Intervention, open_sae
+    from steer.steering.generate import GenerationSettings, generate_text
 
     if WALKTHROUGH["feature"] is None:
         pytest.skip("no walk-through feature chosen yet")

@@ -31,7 +31,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
-from .commands import CheckpointCommands, FeatureCommands, PresetCommands
+from .palette import CheckpointCommands, FeatureCommands, PresetCommands
 from .screens import (
     FindScreen,
     HelpScreen,
@@ -106,7 +106,7 @@ class PlaygroundApp(App):
     ) -> None:
         super().__init__()
         if engine is None:
-            from steer.engine import PlaygroundEngine
+            from steer.app.engine import PlaygroundEngine
 
             engine = PlaygroundEngine()
         self.engine = engine
@@ -135,7 +135,7 @@ class PlaygroundApp(App):
         self.query_one("#baseline").border_title = "Baseline"
         self.query_one("#steered").border_title = "Steered"
         if self.engine.lm is None:
-            from steer.models import DEFAULT_MODEL
+            from steer.app.engine import DEFAULT_MODEL
 
             what = self.model_arg or DEFAULT_MODEL
             if self.sae_arg:

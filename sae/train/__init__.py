@@ -1,0 +1,1 @@
+"""SAE training: the single-process trainer and its data-parallel wrapper."""

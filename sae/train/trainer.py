@@ -1,0 +1,660 @@
+"""Train a family of TopK SAEs on one stream of activations (Gao et al., arXiv 2406.04093).
+
+Every (width, k) pair of the config is one SAE; all of them train on the same batch at
+every step, so one pass over the language model yields the whole family.
+
+Recipe (paper §2 and App. A/B):
+- the first `geomedian_tokens` of the stream (also trained on) fix the input scale s with
+  E||s·x||² = d_in, and b_pre = geometric median of s·x; W_enc starts as W_decᵀ;
+- loss = FVU + α·AuxK (+ FVU(4k)/8 with Multi-TopK); AuxK asks the dead latents (not fired
+  for `dead_after_tokens`) to reconstruct the residual error;
+- one Adam per SAE (β = 0.9, 0.999, ε = 6.25e-10 as in the paper), lr 2e-4/sqrt(n/2^14),
+  linear warmup, linear decay to 0 over the last `decay_fraction` of steps, gradient
+  clipping; the decoder-norm-changing part of W_dec's gradient is removed before the step
+  and the rows renormalised after it;
+- or (`optimizer="signum"`) schedule-free SignSGD as in EleutherAI sparsify (sae/optim.py),
+  lr 2.5e-3/sqrt(n/2^14), warmup but no decay: faster on short runs;
+- a non-finite loss or gradient stops training before the step is taken; the checkpoint
+  on disk (last periodic save) is left untouched.
+
+On disk, in out_dir: `<n>-k<k>/` (cfg.json + sae.safetensors, see TopKSAE.save),
+`metrics.jsonl` (one JSON record per log step) and `train_state/` (sae/state.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sae.config import SAEConfig
+from sae.geomedian import geometric_median
+from sae.model import TopKSAE, atomic_write
+from sae.optim import ScheduleFreeSignSGD, default_signum_lr
+from sae.state import load_state, pack, save_state, state_exists, unpack
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 6.25e-10  # paper App. A; the PyTorch default 1e-8 is large next to TopK-sparse grads
+OPTIMIZERS = ("adam", "signum")
+STATE_DIR = "train_state"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    widths: list[int]
+    """Number of latents of each SAE in the family (e.g. [4608, 9216]); every (width, k) pair is trained."""
+
+    ks: list[int] = field(default_factory=lambda: [32])
+    """Active latents per token; every (width, k) pair is trained."""
+
+    batch_tokens: int = 4096
+    """Tokens (activation vectors) per optimisation step; the stream is re-chunked to this size."""
+
+    total_tokens: int = 10_000_000
+    """Tokens to train on; steps = total_tokens // batch_tokens."""
+
+    lr: float | None = None
+    """Learning rate; None: for each SAE, 2e-4 / sqrt(n_latents / 2**14) with Adam (paper's
+    scaling), 2.5e-3 / sqrt(n_latents / 2**14) with signum."""
+
+    optimizer: str = "adam"
+    """adam: the paper's Adam with warmup and final decay. signum: schedule-free SignSGD
+    (sparsify's default), warmup and no decay; converges faster on short runs."""
+
+    warmup_steps: int = 100
+    """Steps of linear learning-rate warmup from 0."""
+
+    decay_fraction: float = 0.2
+    """Fraction of the steps, at the end, over which the learning rate decays linearly to 0
+    (Adam only: schedule-free averaging takes the place of the decay)."""
+
+    grad_clip: float = 1.0
+    """Clip each SAE's gradient to this global norm (0: no clipping)."""
+
+    auxk_alpha: float = 1 / 32
+    """Weight of the AuxK loss that revives dead latents (paper: 1/32; 0 disables it)."""
+
+    k_aux: int | None = None
+    """Dead latents used by the AuxK loss per token; None: d_in // 2 (paper)."""
+
+    dead_after_tokens: int | None = None
+    """A latent is dead after this many tokens without firing; None: min(10M, total_tokens // 10),
+    at least one batch (the paper's 10M, scaled down for short runs)."""
+
+    multi_topk: bool = False
+    """Multi-TopK: add FVU with 4k latents / 8 to the loss so k can be raised at inference."""
+
+    save_every_steps: int = 500
+    """Write the checkpoints and the training state every this many steps."""
+
+    log_every_steps: int = 10
+    """Log metrics (metrics.jsonl, progress callback) every this many steps."""
+
+    seed: int = 0
+    """Seed of the SAE initialisation."""
+
+    device: str = "cpu"
+    """Device the SAEs train on (cpu, cuda, cuda:1, ...)."""
+
+    geomedian_tokens: int = 32768
+    """Tokens from the start of the stream used to set the input scale and b_pre (geometric median)."""
+
+    def __post_init__(self) -> None:
+        self.widths = [int(w) for w in self.widths]
+        self.ks = [int(k) for k in self.ks]
+        if not self.widths or min(self.widths) <= 0:
+            raise ValueError(f"widths must be positive numbers of latents, got {self.widths}")
+        if not self.ks or min(self.ks) <= 0:
+            raise ValueError(f"ks must be positive, got {self.ks}")
+        if len(set(self.widths)) != len(self.widths) or len(set(self.ks)) != len(self.ks):
+            raise ValueError(
+                f"widths and ks must not repeat, got widths {self.widths}, ks {self.ks}"
+            )
+        if max(self.ks) > min(self.widths):
+            raise ValueError(
+                f"k={max(self.ks)} is larger than width {min(self.widths)}: every SAE needs k <= its number of latents"
+            )
+        for name in (
+            "batch_tokens",
+            "total_tokens",
+            "save_every_steps",
+            "log_every_steps",
+            "geomedian_tokens",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.auxk_alpha < 0:
+            raise ValueError("warmup_steps, grad_clip and auxk_alpha must be >= 0")
+        if self.k_aux is not None and self.k_aux <= 0:
+            raise ValueError(f"k_aux must be positive, got {self.k_aux}")
+        if self.dead_after_tokens is not None and self.dead_after_tokens <= 0:
+            raise ValueError(f"dead_after_tokens must be positive, got {self.dead_after_tokens}")
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> its docstring (for CLI help). Read from this module's source."""
+        import ast
+        import inspect
+        import textwrap
+
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body
+        out = {}
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                out[node.target.id] = " ".join(nxt.value.value.split())
+        return out
+
+
+def sae_name(n_latents: int, k: int) -> str:
+    return f"{n_latents}-k{k}"
+
+
+def default_lr(n_latents: int) -> float:
+    """Paper's learning-rate scaling with width: 2e-4 / sqrt(n / 2^14)."""
+    return 2e-4 / math.sqrt(n_latents / 2**14)
+
+
+class _Batcher:
+    """Re-chunks a stream of (N_i, d) batches into (size, d) batches (the last may be short).
+
+    Tokens taken from the source but not yet trained on stay in `pending`, which is saved
+    in the training state so that a resumed run sees exactly the same batches."""
+
+    def __init__(
+        self, it: Iterator, size: int, d_in: int, device: torch.device, pending: Tensor | None
+    ):
+        self.it, self.size, self.d_in, self.device = it, size, d_in, device
+        self.pending: list[Tensor] = (
+            [pending.to(device)] if pending is not None and len(pending) else []
+        )
+        self.n_pending = sum(len(p) for p in self.pending)
+        self.exhausted = False
+
+    def next(self) -> Tensor | None:
+        while self.n_pending < self.size and not self.exhausted:
+            try:
+                batch = next(self.it)
+            except StopIteration:
+                self.exhausted = True
+                break
+            if not isinstance(batch, Tensor) or batch.ndim != 2 or batch.shape[1] != self.d_in:
+                shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
+                raise ValueError(
+                    f"activation batches must be (N, {self.d_in}) tensors, got {shape}"
+                )
+            if len(batch) == 0:
+                continue
+            batch = batch.to(self.device, non_blocking=True)
+            if not self.pending and len(batch) == self.size:
+                return batch  # the usual case: the source already yields full batches
+            self.pending.append(batch)
+            self.n_pending += len(batch)
+        if self.n_pending == 0:
+            return None
+        flat = torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0]
+        out, rest = flat[: self.size], flat[self.size :]
+        self.pending = [rest] if len(rest) else []
+        self.n_pending = len(rest)
+        return out
+
+
+class Trainer:
+    """Trains `saes` ("<n>-k<k>" -> TopKSAE), one per (width, k) of the config."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        d_in: int,
+        out_dir: str | Path,
+        *,
+        hookpoint: str = "",
+        model_name: str = "",
+        provenance: dict | None = None,
+    ):
+        if d_in <= 0:
+            raise ValueError(f"d_in must be positive, got {d_in}")
+        self.cfg = cfg
+        self.d_in = d_in
+        self.out_dir = Path(out_dir)
+        self.hookpoint, self.model_name = hookpoint, model_name
+        self.provenance = dict(provenance or {})
+        self.device = torch.device(cfg.device)
+        self.total_steps = max(1, cfg.total_tokens // cfg.batch_tokens)
+        self.k_aux = cfg.k_aux or d_in // 2
+        self.dead_after_tokens = cfg.dead_after_tokens or max(
+            cfg.batch_tokens, min(10_000_000, cfg.total_tokens // 10)
+        )
+
+        self.saes: dict[str, TopKSAE] = {}
+        self.lrs: dict[str, float] = {}
+        # Same seed -> same initial weights whatever the device, without touching global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            for n in cfg.widths:
+                for k in cfg.ks:
+                    name = sae_name(n, k)
+                    sae_cfg = SAEConfig(
+                        d_in=d_in,
+                        n_latents=n,
+                        k=k,
+                        multi_topk=cfg.multi_topk,
+                        hookpoint=hookpoint,
+                        model_name=model_name,
+                    )
+                    self.saes[name] = TopKSAE(sae_cfg, device="cpu").to(self.device)
+                    self.lrs[name] = cfg.lr or (
+                        default_signum_lr(n) if cfg.optimizer == "signum" else default_lr(n)
+                    )
+        self.optimizers = {
+            name: _make_optimizer(cfg.optimizer, sae, self.lrs[name])
+            for name, sae in self.saes.items()
+        }
+        # Tokens since each latent last fired (n,): a tensor, so data-parallel ranks can
+        # all-reduce the per-step "fired" masks that update it.
+        self.since_fired = {
+            name: torch.zeros(sae.n_latents, dtype=torch.long, device=self.device)
+            for name, sae in self.saes.items()
+        }
+        self.step = 0
+        self.tokens = 0
+        self.initialized = False
+        self.metrics: dict[str, dict] = {name: {} for name in self.saes}  # last logged
+        self._stop = False
+        self._fitted = False
+        self._reset_log_window()
+
+    # ------------------------------------------------------------------ public API
+    def request_stop(self) -> None:
+        """Ask fit() to save everything and return at the next step boundary.
+
+        Only sets a flag, so it is safe from another thread or a signal handler."""
+        self._stop = True
+
+    def fit(
+        self,
+        source: Iterable[Tensor],
+        *,
+        resume: bool = False,
+        on_log: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Train on `source` (an iterable of (N, d_in) tensors) until total_tokens, the end
+        of the source, request_stop() or a non-finite loss. Returns a summary dict.
+
+        The source must yield fresh tensors (batches may be held a few steps before use).
+
+        resume=True continues from out_dir/train_state (weights, optimiser, counters, data
+        position via source.load_state_dict, tokens taken but not yet trained on)."""
+        if self._fitted and not resume:
+            raise ValueError(
+                "this Trainer has already trained: create a new one, or fit(resume=True)"
+            )
+        self._fitted = True
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        pending = None
+        if resume:
+            if not state_exists(self.out_dir / STATE_DIR):
+                raise ValueError(f"nothing to resume: {self.out_dir / STATE_DIR} does not exist")
+            pending = self._load_state(source)
+            self._trim_metrics()
+        else:
+            atomic_write(self.out_dir / METRICS_FILE, lambda tmp: Path(tmp).write_text(""))
+
+        batcher = _Batcher(iter(source), self.cfg.batch_tokens, self.d_in, self.device, pending)
+        queue: deque[Tensor] = deque()  # batches taken for initialisation, trained on first
+        stopped = "done"
+        if not self.initialized:
+            target = min(self.cfg.geomedian_tokens, self.total_steps * self.cfg.batch_tokens)
+            got = 0
+            while got < target and (batch := batcher.next()) is not None:
+                queue.append(batch)
+                got += len(batch)
+            if not queue:
+                raise ValueError("the activation source yielded no data")
+            if not self._initialize(torch.cat(list(queue))):
+                stopped = "nan"
+
+        self._reset_log_window()
+        logged_step = self.step
+        with open(self.out_dir / METRICS_FILE, "a") as log_file:
+            while stopped == "done" and self.step < self.total_steps:
+                if self._stop:
+                    stopped = "interrupted"
+                    break
+                batch = queue.popleft() if queue else batcher.next()
+                if batch is None:
+                    break  # source exhausted before total_tokens
+                if not self._backward_and_step(batch):
+                    stopped = "nan"
+                    break
+                if self.step % self.cfg.log_every_steps == 0 or self.step == self.total_steps:
+                    self._log(log_file, on_log)
+                    logged_step = self.step
+                if self.step % self.cfg.save_every_steps == 0 and self.step < self.total_steps:
+                    self._save(list(queue) + batcher.pending, source)
+            if stopped != "nan":
+                if self.step != logged_step:
+                    self._log(log_file, on_log)
+                self._save(list(queue) + batcher.pending, source)
+        self._use_average_weights()  # what the caller reads from self.saes: what was saved
+        self._stop = False  # a stop requested before fit() started still counts; this one is done
+        return self._summary(stopped)
+
+    # ------------------------------------------------------------------ one step
+    def _backward_and_step(self, x: Tensor) -> bool:
+        """Forward + backward of every SAE on batch x (N, d), then one optimiser step each.
+
+        Returns False, without stepping, if a loss or gradient is not finite. The host
+        syncs once per step (that check), plus once per SAE for the dead-latent count
+        when some latent can be dead. Data-parallel training overrides the _reduce_* hooks.
+        """
+        cfg = self.cfg
+        x = x.to(self.device, non_blocking=True)
+        can_be_dead = cfg.auxk_alpha > 0 and self.tokens > self.dead_after_tokens
+        checks: list[Tensor] = []
+        fired: dict[str, Tensor] = {}
+        for name, sae in self.saes.items():
+            dead_mask = self.since_fired[name] > self.dead_after_tokens if can_be_dead else None
+            out = sae(x, dead_mask=dead_mask, k_aux=self.k_aux)
+            loss = out.fvu + cfg.auxk_alpha * out.auxk_loss
+            if sae.cfg.multi_topk:
+                loss = loss + out.multi_topk_fvu / 8
+            loss.backward()
+            positive = out.top_acts > 0  # (N, k)
+            fired[name] = torch.zeros(
+                sae.n_latents, dtype=torch.int32, device=self.device
+            ).index_add_(0, out.top_indices.reshape(-1), positive.reshape(-1).int())
+            l0 = positive.sum() / positive.shape[0]
+            self._window[name] += torch.stack(
+                [out.fvu.detach(), out.auxk_loss.detach(), l0.to(out.fvu.dtype)]
+            )
+            checks.append(loss.detach())
+
+        n_tokens = self._reduce_tokens(x.shape[0])
+        self._reduce_gradients()
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        for sae in self.saes.values():
+            sae.remove_gradient_parallel_to_decoder()
+            checks.append(torch.nn.utils.clip_grad_norm_(sae.parameters(), clip))
+        if not bool(torch.isfinite(torch.stack(checks)).all()):  # the one sync of a step
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            return False
+
+        lr_factor = self.lr_factor(self.step)
+        for name, sae in self.saes.items():
+            opt = self.optimizers[name]
+            for group in opt.param_groups:
+                group["lr"] = self.lrs[name] * lr_factor
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sae.set_decoder_norm_to_unit()
+            counter = self.since_fired[name]
+            counter += n_tokens
+            counter.masked_fill_(self._reduce_fired(fired[name]) > 0, 0)
+        self.step += 1
+        self.tokens += n_tokens
+        self._window_steps += 1
+        return True
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base lr at 0-based `step`: linear warmup, then linear decay to 0."""
+        factor = min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
+        if self.cfg.optimizer == "signum":
+            return factor  # schedule-free: no decay
+        decay_steps = int(self.cfg.decay_fraction * self.total_steps)
+        decay_start = self.total_steps - decay_steps
+        if decay_steps and step >= decay_start:
+            factor *= max(0.0, (self.total_steps - step) / decay_steps)
+        return factor
+
+    # Data-parallel hooks: identity for one process. A DDP subclass all-reduces here
+    # (sum of tokens, mean of gradients, sum of fire counts) so every rank stays identical.
+    def _reduce_tokens(self, n_tokens: int) -> int:
+        return n_tokens
+
+    def _reduce_gradients(self) -> None:
+        pass
+
+    def _reduce_fired(self, fired: Tensor) -> Tensor:
+        return fired
+
+    def _broadcast_init(self, stats: Tensor) -> Tensor:
+        """[input_scale, *b_pre] (d + 1,) from this process's sample; DDP: broadcast rank 0's."""
+        return stats
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def _initialize(self, sample: Tensor) -> bool:
+        """Input scale (E||s·x||² = d_in) and b_pre = geometric median of s·x, from sample (M, d)."""
+        xs = sample.to(self.device, torch.float32)
+        mean_sq = xs.pow(2).sum(1).mean()
+        if not torch.isfinite(xs).all() or not mean_sq > 0:
+            return False
+        scale = math.sqrt(self.d_in / float(mean_sq))
+        median = geometric_median(xs * scale)
+        stats = self._broadcast_init(torch.cat([median.new_tensor([scale]), median]))
+        scale, median = float(stats[0]), stats[1:]
+        for sae in self.saes.values():
+            sae.cfg.input_scale = scale
+            sae.b_pre.copy_(median.to(sae.dtype))
+        self.initialized = True
+        return True
+
+    # ------------------------------------------------------------------ logging
+    def _reset_log_window(self) -> None:
+        # Running sums since the last log, kept on the device: [fvu, auxk_loss, l0].
+        self._window = {name: torch.zeros(3, device=self.device) for name in self.saes}
+        self._window_steps = 0
+        self._window_start = (time.perf_counter(), self.tokens)
+
+    def _log(self, log_file, on_log) -> None:
+        now = time.perf_counter()
+        t0, tokens0 = self._window_start
+        steps = max(1, self._window_steps)
+        lr_factor = self.lr_factor(max(0, self.step - 1))
+        saes = {}
+        for name in self.saes:
+            fvu, auxk, l0 = (self._window[name] / steps).tolist()
+            dead = float((self.since_fired[name] > self.dead_after_tokens).float().mean())
+            saes[name] = {
+                "fvu": fvu,
+                "l0": l0,
+                "dead_frac": dead,
+                "auxk_loss": auxk,
+                "lr": self.lrs[name] * lr_factor,
+            }
+        self.metrics = saes
+        first = next(iter(saes.values()))
+        record = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "tokens_per_s": (self.tokens - tokens0) / max(now - t0, 1e-9),
+            "lr": first["lr"],
+            "saes": saes,
+        }
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        self._reset_log_window()
+        if on_log is not None:
+            on_log(record)
+
+    def _trim_metrics(self) -> None:
+        """On resume, drop records logged after the checkpoint we resume from."""
+        path = self.out_dir / METRICS_FILE
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", math.inf) <= self.step:
+                    kept.append(line + "\n")
+            except (json.JSONDecodeError, AttributeError):
+                continue  # e.g. a line half-written when the run was killed
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, pending: list[Tensor], source) -> None:
+        tensors: dict[str, Tensor] = {}
+        for name, sae in self.saes.items():
+            for pname, p in sae.state_dict().items():
+                tensors[f"sae/{name}/{pname}"] = p.detach().cpu().clone()
+            tensors[f"since_fired/{name}"] = self.since_fired[name].cpu().clone()
+        optim = {
+            name: pack(opt.state_dict(), tensors, f"optim/{name}")
+            for name, opt in self.optimizers.items()
+        }
+        rng = {"torch": pack(torch.get_rng_state(), tensors, "rng/torch")}
+        if self.device.type == "cuda":
+            rng["cuda"] = pack(torch.cuda.get_rng_state(self.device), tensors, "rng/cuda")
+        if pending:
+            tensors["pending"] = torch.cat([p.cpu() for p in pending])
+        source_state = None
+        if hasattr(source, "state_dict"):
+            source_state = pack(source.state_dict(), tensors, "source")
+        meta = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "d_in": self.d_in,
+            "saes": list(self.saes),
+            "multi_topk": self.cfg.multi_topk,
+            "input_scale": {name: sae.cfg.input_scale for name, sae in self.saes.items()},
+            "train_config": asdict(self.cfg),
+            "optim": optim,
+            "rng": rng,
+            "source": source_state,
+            "metrics": self.metrics,
+        }
+        save_state(self.out_dir / STATE_DIR, meta, tensors)
+        with contextlib.ExitStack() as averaged:
+            # Checkpoints hold schedule-free's average x; training goes on from y unchanged.
+            for name, opt in self.optimizers.items():
+                if hasattr(opt, "average_weights"):
+                    averaged.enter_context(opt.average_weights())
+                    self.saes[name].fold_decoder_norms()
+            self._save_checkpoints()
+
+    def _save_checkpoints(self) -> None:
+        for name, sae in self.saes.items():
+            sae.cfg.extra = {
+                **self.provenance,
+                "tokens": self.tokens,
+                "steps": self.step,
+                "lr": self.lrs[name],
+                "dead_after_tokens": self.dead_after_tokens,
+                "k_aux": self.k_aux,
+                "train_config": asdict(self.cfg),
+                "metrics": self.metrics.get(name, {}),
+            }
+            sae.save(self.out_dir / name)
+
+    def _use_average_weights(self) -> None:
+        """Schedule-free optimizers: leave the parameters at the average x (end of training)."""
+        for name, opt in self.optimizers.items():
+            if hasattr(opt, "average_weights") and opt.train_mode:
+                opt.eval()
+                self.saes[name].fold_decoder_norms()
+
+    def _load_state(self, source) -> Tensor | None:
+        folder = self.out_dir / STATE_DIR
+        meta, tensors = load_state(folder)
+        saved_optimizer = meta.get("train_config", {}).get("optimizer", "adam")
+        if saved_optimizer != self.cfg.optimizer:
+            raise ValueError(
+                f"cannot resume from {folder}: it was trained with optimizer={saved_optimizer}, "
+                f"this run has optimizer={self.cfg.optimizer}"
+            )
+        mine = {"d_in": self.d_in, "saes": list(self.saes), "multi_topk": self.cfg.multi_topk}
+        theirs = {key: meta.get(key) for key in mine}
+        if theirs != mine:
+            raise ValueError(
+                f"cannot resume from {folder}: it was trained with d_in={theirs['d_in']}, "
+                f"SAEs {theirs['saes']}, multi_topk={theirs['multi_topk']}; this run has "
+                f"d_in={self.d_in}, SAEs {mine['saes']}, multi_topk={self.cfg.multi_topk}"
+            )
+        try:
+            for name, sae in self.saes.items():
+                params = {p: tensors[f"sae/{name}/{p}"] for p in sae.state_dict()}
+                sae.load_state_dict(params)
+                sae.cfg.input_scale = float(meta["input_scale"][name])
+                self.optimizers[name].load_state_dict(unpack(meta["optim"][name], tensors))
+                self.since_fired[name] = tensors[f"since_fired/{name}"].to(self.device, torch.long)
+            torch.set_rng_state(unpack(meta["rng"]["torch"], tensors))
+            if self.device.type == "cuda" and "cuda" in meta["rng"]:
+                torch.cuda.set_rng_state(unpack(meta["rng"]["cuda"], tensors), self.device)
+            self.step, self.tokens = int(meta["step"]), int(meta["tokens"])
+            self.metrics = {name: dict(meta.get("metrics", {}).get(name, {})) for name in self.saes}
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"corrupt training state {folder}: {type(err).__name__}: {err}"
+            ) from None
+        for name, sae in self.saes.items():
+            if not all(torch.isfinite(p).all() for p in sae.parameters()):
+                raise ValueError(f"corrupt training state {folder}: {name} has NaN or Inf weights")
+        if meta.get("source") is not None:
+            if hasattr(source, "load_state_dict"):
+                source.load_state_dict(unpack(meta["source"], tensors))
+            else:
+                warnings.warn(
+                    "the training state holds a data position but this source has no "
+                    "load_state_dict(): resuming from the start of the source",
+                    stacklevel=3,
+                )
+        self.initialized = True
+        return tensors.get("pending")
+
+    # ------------------------------------------------------------------ summary
+    def _summary(self, stopped: str) -> dict:
+        saes = {}
+        for name, sae in self.saes.items():
+            folder = self.out_dir / name
+            saes[name] = {
+                **self.metrics.get(name, {}),
+                "n_latents": sae.n_latents,
+                "k": sae.k,
+                "path": str(folder) if (folder / "sae.safetensors").exists() else None,
+            }
+        return {
+            "steps": self.step,
+            "tokens": self.tokens,
+            "stopped": stopped,
+            "out_dir": str(self.out_dir),
+            "saes": saes,
+        }
+
+
+def _make_optimizer(kind: str, sae: TopKSAE, lr: float) -> torch.optim.Optimizer:
+    if kind == "signum":
+        return ScheduleFreeSignSGD(sae.parameters(), lr=lr)
+    return _adam(sae, lr)
+
+
+def _adam(sae: TopKSAE, lr: float) -> torch.optim.Adam:
+    kwargs = dict(lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    try:  # the fused kernel is fastest (CPU and CUDA); fall back where it is unsupported
+        return torch.optim.Adam(sae.parameters(), fused=True, **kwargs)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(sae.parameters(), **kwargs)

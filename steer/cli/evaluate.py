@@ -1,0 +1,256 @@
+"""`steer eval`: judge SAE checkpoints spliced into their model, on held-out text."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from .options import friendly_errors, resolve_device
+
+
+def _count(value: str) -> int:
+    from .options import parse_count
+
+    return parse_count(value, "--tokens")
+
+
+@friendly_errors
+def evaluate(
+    sae: Path = typer.Option(
+        ...,
+        "--sae",
+        help="An SAE folder (ours, EleutherAI sparsify or SAELens format), or a run folder holding several (one per width/k).",
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model to splice the SAE into (default: the model named in the SAE's cfg.json).",
+    ),
+    layer: str = typer.Option(
+        None, "--layer", "-l", help="Hook point, 8 or resid_post.8 (default: the SAE's hookpoint)."
+    ),
+    corpus: str = typer.Option(
+        None,
+        "--corpus",
+        help="Eval text: a file, a directory or hf:<dataset> (default: the training corpus, its held-out split).",
+    ),
+    split: str = typer.Option(
+        "auto",
+        "--split",
+        help="Documents to use: heldout (the split steer train left out), all, or auto (heldout when --corpus is the training corpus, else all).",
+    ),
+    text_field: str = typer.Option(
+        None,
+        "--text-field",
+        help="JSON/parquet field holding the text (default: as in training, else 'text').",
+    ),
+    ctx_len: int = typer.Option(
+        None, "--ctx-len", help="Tokens per context (default: as in training, else 128)."
+    ),
+    tokens: str = typer.Option(
+        "8k",
+        "--tokens",
+        "-n",
+        help="Eval tokens (positions 1..T-1 of each context); accepts 8k, 64k, 1M.",
+    ),
+    batch_contexts: int = typer.Option(4, "--batch-contexts", help="Contexts per forward pass."),
+    dense_threshold: float = typer.Option(
+        0.1,
+        "--dense-threshold",
+        help="A latent firing on more than this fraction of eval tokens is dense.",
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="Model precision: auto (fp32 weights, bf16 autocast), bf16 or fp32. The SAE always runs in fp32.",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object (name -> metrics) instead of a table."
+    ),
+    hist: Path = typer.Option(
+        None, "--hist", help="Save a latent-density histogram (log10 firing frequency) to this PNG."
+    ),
+) -> None:
+    """Evaluate SAEs on held-out text, with their reconstruction spliced into the model.
+
+    Metrics as Gao et al. (2024) define them, over the eval tokens: every position of a context but the first, which stays unchanged and is excluded, as in training.
+
+      FVU             normalized MSE = sum|x - x_hat|^2 / sum|x - mean(x)|^2
+      L0              mean number of nonzero latents per token
+      dead            fraction of latents that never fire on the eval tokens
+      dense           fraction of latents firing on > --dense-threshold of them
+      delta loss      CE(x_hat spliced in at the hook point) - CE(clean)
+      loss recovered  (CE_zero - CE_sae) / (CE_zero - CE_clean), where CE_zero
+                      zeroes the residual at the hook point (1 = perfect,
+                      0 = no better than zero ablation)
+      KL              KL(p_clean || p_spliced), next-token distributions
+
+    CE and KL are in nats per predicted token. Dead and dense fractions are measured on the eval tokens only: a short eval overstates the dead fraction.
+    """
+    from sae import import_sae
+    from steer.evals.evaluate import (
+        DEFAULT_HELDOUT_FRACTION,
+        EvalConfig,
+        find_sae_dirs,
+        save_density_histogram,
+    )
+    from steer.lm.data import TokenContexts
+    from steer.lm.models import DEFAULT_MODEL, load_model, parse_hookpoint
+
+    from .options import check_device, model_dtype, provenance_of, quiet_model_loading
+
+    n_tokens = _count(tokens)
+    if split not in ("auto", "heldout", "all"):
+        raise ValueError(f"--split must be auto, heldout or all, got {split!r}")
+    folders = find_sae_dirs(sae)
+    saes = {
+        name: import_sae(folder) for name, folder in folders.items()
+    }  # native, sparsify, SAELens
+    first = next(iter(saes.values()))
+    prov = provenance_of(first.cfg)
+
+    model_name = model or first.cfg.model_name or DEFAULT_MODEL
+    hookpoint = layer if layer is not None else first.cfg.hookpoint
+    if not hookpoint:
+        raise ValueError(f"{sae} does not say which layer it reads: pass --layer")
+    layer_index = parse_hookpoint(hookpoint)
+    for name, one in saes.items():
+        if (
+            layer is None
+            and one.cfg.hookpoint
+            and parse_hookpoint(one.cfg.hookpoint) != layer_index
+        ):
+            raise ValueError(
+                f"{name} reads {one.cfg.hookpoint}, not resid_post.{layer_index}: evaluate it separately"
+            )
+
+    train_corpus = prov.get("corpus")
+    corpus = corpus or train_corpus
+    if not corpus:
+        raise ValueError(
+            "the SAE does not record its training corpus: pass --corpus PATH (held-out text)"
+        )
+    heldout_fraction = float(prov.get("heldout_fraction", DEFAULT_HELDOUT_FRACTION))
+    if split == "auto":
+        same = train_corpus is not None and _same_source(corpus, train_corpus)
+        split = "heldout" if same and heldout_fraction > 0 else "all"
+
+    dev = check_device(resolve_device(device))
+    quiet_model_loading()
+    lm = load_model(model_name, device=dev, dtype=model_dtype(dtype))
+    lm.check_layer(layer_index)
+    saes = {name: one.to(dev) for name, one in saes.items()}
+    contexts = TokenContexts(
+        corpus,
+        lm.tokenizer,
+        ctx_len=ctx_len or int(prov.get("ctx_len", 128)),
+        text_field=text_field or prov.get("text_field", "text"),
+        split=split,
+        heldout_fraction=heldout_fraction if split == "heldout" else 0.0,
+        shuffle_buffer=0,
+    )
+    cfg = EvalConfig(
+        tokens=n_tokens,
+        batch_contexts=batch_contexts,
+        dense_threshold=dense_threshold,
+        autocast=dtype == "auto",
+    )
+    results = _run(lm, saes, layer_index, contexts, cfg, quiet=as_json)
+    if hist is not None:
+        freqs = {name: r["frequencies"] for name, r in results.items()}
+        save_density_histogram(freqs, hist, next(iter(results.values()))["tokens"])
+    for r in results.values():
+        r.pop("frequencies")
+        r.update(corpus=str(corpus), split=split)
+
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        _print_table(results, hist)
+
+
+def _same_source(a: str, b: str) -> bool:
+    if a.startswith("hf:") or b.startswith("hf:"):
+        return a == b
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _run(lm, saes, layer, contexts, cfg, quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from steer.evals.evaluate import evaluate_saes
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return evaluate_saes(lm, saes, layer, contexts, cfg)
+    with Progress(
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tokens"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("eval", total=cfg.tokens)
+        return evaluate_saes(
+            lm,
+            saes,
+            layer,
+            contexts,
+            cfg,
+            on_progress=lambda done: progress.update(task, completed=min(done, cfg.tokens)),
+        )
+
+
+def _print_table(results: dict, hist: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = next(iter(results.values()))
+    table = Table(
+        title=f"{first['model']} {first['hookpoint']}: {first['tokens']:,} eval tokens "
+        f"({first['corpus']}, {first['split']})"
+    )
+    for column in (
+        "SAE",
+        "latents",
+        "k",
+        "FVU",
+        "L0",
+        "dead",
+        "dense",
+        "Δ loss",
+        "loss rec.",
+        "KL",
+    ):
+        table.add_column(column, justify="left" if column == "SAE" else "right", no_wrap=True)
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r['n_latents']:,}",
+            str(r["k"]),
+            f"{r['fvu']:.4f}",
+            f"{r['l0']:.1f}",
+            f"{r['dead_frac']:.1%}",
+            f"{r['dense_frac']:.1%}",
+            f"{r['delta_loss']:+.4f}",
+            f"{r['loss_recovered']:.1%}",
+            f"{r['kl']:.4f}",
+        )
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, width=130)  # pipes and logs: don't squeeze to 80
+    console.print(table)
+    console.print(
+        f"CE clean {first['ce_clean']:.4f}, zero-ablated {first['ce_zero']:.4f} nats/token. "
+        f"dead/dense: never / on >{first['dense_threshold']:.0%} of the eval tokens."
+    )
+    if hist is not None:
+        console.print(f"latent-density histogram: {hist}")

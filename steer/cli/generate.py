@@ -1,0 +1,187 @@
+"""`steer generate`: baseline and steered completions of one prompt, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .options import (
+    DEVICE_HELP,
+    MODEL_HELP,
+    SAE_HELP,
+    friendly_errors,
+    load_catalog_for,
+    load_for_steering,
+)
+
+
+# ---------------------------------------------------------------------- the command
+@friendly_errors
+def generate(
+    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    prompt: str = typer.Option(
+        None, "--prompt", "-p", help="The prompt (wrapped in the chat template of instruct models)."
+    ),
+    feature: list[str] = typer.Option(
+        [],
+        "--feature",
+        "-f",
+        help="INDEX=STRENGTH[:MODE], repeatable, e.g. 1234=10 or 77=-4:add. Strength: multiples of the "
+        "feature's max activation when the SAE has a catalog (steer index), raw SAE units otherwise.",
+    ),
+    mode: str = typer.Option(
+        "clamp",
+        "--mode",
+        help="clamp: set the feature to STRENGTH, keeping the SAE error; add: add STRENGTH x its decoder "
+        "direction; ablate: clamp to 0. For features without :MODE.",
+    ),
+    positions: str = typer.Option(
+        None,
+        "--positions",
+        help="all (default), prompt (the prompt tokens), or generated (the positions that produce new tokens).",
+    ),
+    max_tokens: int = typer.Option(
+        None, "--max-tokens", "-n", help="Tokens to generate [default: 64]."
+    ),
+    temperature: float = typer.Option(None, "--temperature", "-t", help="0 = greedy [default: 0]."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling threshold [default: 1]."),
+    seed: int = typer.Option(None, "--seed", help="Seed of both rows' samplers [default: 0]."),
+    chat: bool = typer.Option(
+        None,
+        "--chat/--no-chat",
+        help="Use the chat template [default: when the tokenizer has one].",
+    ),
+    preset: Path = typer.Option(
+        None, "--preset", help="Load features and settings from a preset JSON (flags override)."
+    ),
+    save_preset: Path = typer.Option(
+        None, "--save-preset", help="Write the features and settings used to this preset JSON."
+    ),
+    raw: bool = typer.Option(
+        False, "--raw", help="Strengths in raw SAE units even when a catalog exists."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("fp32", "--dtype", help="Model weights: fp32 or bf16."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Generate a baseline and a steered completion of a prompt, side by side.
+
+    Both rows run in one batch with identically seeded samplers, so the only difference
+    between them is the steering."""
+    import dataclasses
+
+    from steer.steering import parse_feature
+    from steer.steering.generate import GenerationSettings, generate_text
+    from steer.steering.presets import load_preset
+    from steer.steering.presets import save_preset as write_preset
+
+    if prompt is None:
+        raise ValueError("give a prompt with --prompt")
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    interventions, settings = [], GenerationSettings()
+    if preset is not None:
+        loaded = load_preset(preset)
+        interventions = list(loaded.interventions)
+        settings = loaded.settings or settings
+    interventions += [parse_feature(spec, mode) for spec in feature]
+    overrides = {
+        "max_new_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "positions": positions,
+        "chat": chat,
+    }
+    settings = GenerationSettings.from_dict(
+        {**settings.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    if not any(iv.enabled for iv in interventions):
+        raise ValueError(
+            "nothing to steer: give --feature INDEX=STRENGTH (or a --preset with features)"
+        )
+
+    lm, sae_model = load_for_steering(
+        sae, model, device, dtype, [iv.latent for iv in interventions]
+    )
+    catalog = None if raw else load_catalog_for(sae, sae_model)
+    max_acts = catalog.max_acts if catalog is not None else None
+    if save_preset is not None:
+        write_preset(save_preset, interventions, settings, sae=str(sae))
+
+    with _status("generating", json_out):
+        baseline, steered = generate_text(
+            lm, sae_model, prompt, [[], interventions], settings, max_acts=max_acts
+        )
+    units = "x max activation" if max_acts is not None else "raw SAE units"
+    labels = (
+        {iv.latent: catalog.label(iv.latent) for iv in interventions} if catalog is not None else {}
+    )
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "model": lm.name,
+                    "sae": str(sae),
+                    "hookpoint": sae_model.cfg.hookpoint,
+                    "prompt": prompt,
+                    "strength_units": "relative" if max_acts is not None else "raw",
+                    "settings": settings.to_dict(),
+                    "interventions": [
+                        {**dataclasses.asdict(iv), "label": labels.get(iv.latent)}
+                        for iv in interventions
+                    ],
+                    "baseline": baseline,
+                    "steered": steered,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    _print_side_by_side(lm, sae_model, interventions, labels, units, settings, baseline, steered)
+
+
+def _status(message: str, quiet: bool):
+    import contextlib
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return contextlib.nullcontext()
+    return console.status(message)
+
+
+def _print_side_by_side(lm, sae, interventions, labels, units, settings, baseline, steered) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    steer_desc = ", ".join(
+        iv.describe() + (f" ({labels[iv.latent]})" if labels.get(iv.latent) else "")
+        for iv in interventions
+        if iv.enabled
+    )
+    console.print(
+        Text.assemble(
+            (f"{lm.name}", "bold"),
+            f" · {sae.cfg.hookpoint} · strengths in {units} · positions={settings.positions}"
+            f" · {'greedy' if settings.temperature == 0 else f'T={settings.temperature:g} seed={settings.seed}'}",
+        )
+    )
+    table = Table(show_lines=False, expand=True)
+    table.add_column("baseline", ratio=1, overflow="fold")
+    table.add_column(f"steered: {steer_desc}", ratio=1, overflow="fold")
+
+    def cell(row: dict) -> Text:
+        text = Text(row["text"])
+        if row["stopped"] == "eos":
+            text.append(" ⏹", style="dim")
+        return text
+
+    table.add_row(cell(baseline), cell(steered))
+    console.print(table)

@@ -1,0 +1,53 @@
+"""The `steer` command line. Commands live in steer/commands/, one module each.
+
+Only typer is imported here: torch and transformers load inside the commands, so
+`steer --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="steer",
+    help="Train TopK sparse autoencoders on a language model and steer it with their features.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Train TopK sparse autoencoders on a language model and steer it with their features."""
+
+
+# (command name, module in steer.cli, function name)
+COMMANDS = [
+    ("chat", "chat", "chat"),
+    ("train", "train", "train"),
+    ("eval", "evaluate", "evaluate"),
+    ("generate", "generate", "generate"),
+    ("features", "features", "features"),
+    ("index", "index", "index"),
+    ("models", "models", "models"),
+]
+
+for name, module_name, function_name in COMMANDS:
+    try:
+        module = importlib.import_module(f"steer.cli.{module_name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"steer.cli.{module_name}":
+            raise
+        continue  # command not built yet
+    app.command(name)(getattr(module, function_name))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""What the CLI commands share: one-line errors, devices, counts, option help, loading an SAE.
+
+Commands import from here, never from each other (`make lint` checks it).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+
+import typer
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` on stderr and return an Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def friendly_errors(command):
+    """Turn the library's ValueError/OSError into one line on stderr and exit code 1.
+
+    Library code signals bad input by raising ValueError (or a subclass) with a message
+    written for the user; a traceback would only hide that message.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise fail(message) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda when available, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+# ---------------------------------------------------------------------- counts
+COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbBgG]?)\s*$")
+SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+DTYPES = ("auto", "bf16", "fp32", "fp16")
+
+
+def parse_count(value: str | int, option: str = "count") -> int:
+    """`10M` -> 10_000_000, `500k` -> 500_000, `4096` -> 4096."""
+    if isinstance(value, int):
+        return value
+    match = COUNT_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{option}: cannot read {value!r} as a count (e.g. 4096, 500k, 10M)")
+    count = float(match.group(1)) * SUFFIX[match.group(2).lower()]
+    if count < 1 or count != int(count):
+        raise ValueError(f"{option}: {value!r} is not a positive whole number")
+    return int(count)
+
+
+TOKENS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_tokens(value: str, option: str = "--tokens") -> int:
+    """`300k` -> 300_000, `1M`, `4096`."""
+    match = TOKENS_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{option}: cannot read {value!r} as a count (e.g. 4096, 300k, 1M)")
+    count = float(match.group(1)) * {"": 1, "k": 10**3, "m": 10**6}[match.group(2).lower()]
+    if count < 1:
+        raise ValueError(f"{option} must be positive, got {value!r}")
+    return int(count)
+
+
+# ---------------------------------------------------------------------- devices and dtypes
+def model_dtype(name: str):
+    """--dtype -> torch dtype of the model weights (`auto`: fp32 weights, bf16 autocast)."""
+    import torch
+
+    table = {
+        "auto": torch.float32,
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+    }
+    if name not in table:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return table[name]
+
+
+def quiet_model_loading() -> None:
+    """transformers draws a "Loading weights" bar on stderr; a command's stderr is for
+    its own progress and one-line errors."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def provenance_of(cfg) -> dict:
+    """The training provenance an SAE config carries (written by `steer train`)."""
+    extra = getattr(cfg, "extra", None) or {}
+    nested = extra.get("provenance")
+    return nested if isinstance(nested, dict) else extra
+
+
+# ---------------------------------------------------------------------- an SAE with its model and catalog
+def load_for_steering(
+    sae_dir: Path, model: str | None, device: str, dtype: str = "fp32", latents=()
+):
+    """(lm, sae) for a checkpoint folder; latents are checked before the model loads."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from steer.steering import open_sae
+
+    hf_logging.disable_progress_bar()  # stderr is for our progress and one-line errors
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    return open_sae(
+        sae_dir, model=model, device=resolve_device(device), dtype=dtypes[dtype], latents=latents
+    )
+
+
+def load_catalog_for(sae_dir: Path, sae, warn: bool = True):
+    """The SAE's catalog, or None (with a note on stderr when it belongs to another SAE)."""
+    from steer.features.catalog import FeatureCatalog
+
+    if not FeatureCatalog.exists(sae_dir):
+        return None
+    catalog = FeatureCatalog.load(sae_dir)
+    if not catalog.matches(sae):
+        if warn:
+            typer.echo(
+                f"note: the catalog in {sae_dir} was built for another SAE; ignoring it (rerun steer index)",
+                err=True,
+            )
+        return None
+    return catalog
+
+
+SAE_HELP = "SAE checkpoint folder (cfg.json + sae.safetensors); its catalog/ is used when present."
+MODEL_HELP = "Model to steer (default: the one named in the SAE's cfg.json)."
+DEVICE_HELP = "cpu, cuda, or auto (cuda when available)."

@@ -1,1 +1,0 @@
-"""One module per `steer` subcommand. Each imports only typer at module level."""

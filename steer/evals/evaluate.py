@@ -1,0 +1,293 @@
+"""Judge TopK SAEs the way Gao et al. (arXiv 2406.04093) do: reconstruction and LM loss.
+
+For every batch of held-out contexts the model runs once on a stacked batch of
+`2 + n_saes` copies of the contexts; a hook on block L leaves copy 0 clean, zeroes the
+residual in copy 1 (zero ablation) and splices each SAE's reconstruction into the others.
+Position 0 of every context (BOS-like, huge norm) is left unchanged in every copy and
+excluded from every metric, as in training. Since blocks 0..L see identical inputs in
+every copy, copy 0's residual at block L is the clean activation x the SAEs encode.
+
+Metrics (all over the evaluated tokens, i.e. positions 1..T-1 of every context):
+
+    FVU (normalized MSE)  sum ||x - x̂||² / sum ||x - mean(x)||²   (mean over eval tokens)
+    L0                    mean number of nonzero latents per token
+    dead fraction         latents that never fire on the eval tokens
+    dense fraction        latents that fire on more than `dense_threshold` of them
+    CE clean / sae / zero next-token cross-entropy with x, x̂, 0 at block L
+    Δ LM loss             CE_sae − CE_clean
+    loss recovered        (CE_zero − CE_sae) / (CE_zero − CE_clean)
+    KL                    KL(p_clean || p_sae) of next-token distributions, nats/token
+
+CE and KL are over next-token predictions made at positions 1..T-2 (predictions made at
+position 0 cannot change: the residual there is kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sae import TopKSAE
+from steer.lm.models import LoadedModel, block_output
+
+DEFAULT_HELDOUT_FRACTION = 0.01
+"""Fraction of a corpus's documents `steer train` leaves out and `steer eval` uses."""
+
+METRIC_DEFINITIONS = {
+    "fvu": "normalized MSE = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the eval tokens (the first position of each context and attention-sink tokens with norm > 10x the median excluded)",
+    "l0": "mean number of nonzero latents per token",
+    "dead_frac": "fraction of latents that never fire on the eval tokens",
+    "dense_frac": "fraction of latents that fire on more than the dense threshold of eval tokens",
+    "delta_loss": "CE with x_hat spliced in at the hook point minus clean CE (nats/token)",
+    "loss_recovered": "(CE_zero - CE_sae) / (CE_zero - CE_clean), zero ablation at the hook point",
+    "kl": "KL(p_clean || p_spliced) of next-token distributions (nats/token)",
+}
+
+
+@dataclass
+class EvalConfig:
+    tokens: int = 8192
+    """Eval tokens (positions 1..T-1 of each context) to run through every SAE."""
+
+    batch_contexts: int = 4
+    """Contexts per forward pass (the model runs on 2 + n_saes copies of them)."""
+
+    dense_threshold: float = 0.1
+    """A latent firing on more than this fraction of the eval tokens counts as dense."""
+
+    skip_first: int = 1
+    """Leading positions of each context kept unchanged and left out of every metric."""
+
+    outlier_factor: float = 10.0
+    """Tokens whose activation norm exceeds this multiple of the batch median (attention
+    sinks with massive activations) are left unchanged and out of every metric."""
+
+    autocast: bool = True
+    """Run the model under bf16 autocast when its weights are fp32 (fast on CPU); the SAEs
+    always run in fp32."""
+
+
+class _Accumulator:
+    """Running sums for one SAE (float64, so large token counts stay exact enough)."""
+
+    def __init__(self, n_latents: int):
+        self.err = 0.0
+        self.l0 = 0.0
+        self.fires = torch.zeros(n_latents, dtype=torch.float64)
+        self.ce = 0.0
+        self.kl = 0.0
+
+
+def check_compatible(lm: LoadedModel, sae: TopKSAE, layer: int, name: str = "SAE") -> None:
+    """Raise ValueError when the SAE cannot read this model's residual stream."""
+    lm.check_layer(layer)
+    if sae.d_in != lm.d_model:
+        raise ValueError(
+            f"{name} reads d_in={sae.d_in} activations but {lm.name} has d_model={lm.d_model}: "
+            f"it was trained on another model ({sae.cfg.model_name or 'unknown'})"
+        )
+
+
+@torch.inference_mode()
+def evaluate_saes(
+    lm: LoadedModel,
+    saes: dict[str, TopKSAE],
+    layer: int,
+    contexts: Iterable[Tensor],
+    cfg: EvalConfig | None = None,
+    on_progress=None,
+) -> dict[str, dict]:
+    """Evaluate several SAEs reading the same hook point on the same contexts.
+
+    contexts: (T,) token-id tensors, all of one length. on_progress(tokens_done) is
+    called after every batch. Returns name -> metrics (see the module docstring), each
+    with a `frequencies` tensor (n_latents,) of firing frequencies for histograms.
+    """
+    cfg = cfg or EvalConfig()
+    if not saes:
+        raise ValueError("no SAE to evaluate")
+    for name, sae in saes.items():
+        check_compatible(lm, sae, layer, name)
+    names = list(saes)
+    n_variants = 2 + len(names)  # clean, zero, one per SAE
+    skip = cfg.skip_first
+    acc = {name: _Accumulator(saes[name].n_latents) for name in names}
+    sum_x = torch.zeros(lm.d_model, dtype=torch.float64)
+    sum_x2 = 0.0
+    ce_clean = ce_zero = 0.0
+    n_tokens = n_preds = 0
+    state: dict = {}
+
+    def hook(_module, _args, output):
+        resid = block_output(output)  # (V*B, T, d)
+        batch = resid.shape[0] // n_variants
+        x = resid[:batch, skip:]  # (B, T', d) the clean activations
+        # Attention-sink tokens carry "massive activations" (here up to 200x the median
+        # norm): one of them can hold most of the variance and make FVU meaningless, so,
+        # like the first position, they stay unchanged and out of every metric.
+        norms = x.float().norm(dim=-1)  # (B, T')
+        keep = norms <= cfg.outlier_factor * norms.median()  # (B, T')
+        x_flat = x[keep].float()  # (N, d)
+        new = resid.clone()
+        new[batch : 2 * batch, skip:][keep] = 0  # zero ablation
+        for i, name in enumerate(names):
+            sae = saes[name]
+            with torch.autocast(x_flat.device.type, enabled=False):  # SAEs run in fp32
+                top_acts, top_indices = sae.encode(x_flat.to(sae.device))
+                x_hat = sae.decode(top_acts, top_indices).to(x_flat.device)  # (N, d)
+            rows = slice((2 + i) * batch, (3 + i) * batch)
+            new[rows, skip:][keep] = x_hat.to(resid.dtype)
+            a = acc[name]
+            a.err += float((x_flat - x_hat).double().pow(2).sum())
+            fired = top_acts > 0  # (N, k) TopK may pick zeros when few pre-acts are positive
+            a.l0 += float(fired.sum())
+            a.fires += torch.bincount(
+                top_indices[fired].flatten().cpu(), minlength=sae.n_latents
+            ).double()
+        state["x"] = x_flat
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    base = lm.model.get_submodule(lm.blocks_path.rsplit(".", 1)[0])
+    handle = lm.block(layer).register_forward_hook(hook)
+    try:
+        for ids in _batches(contexts, cfg.batch_contexts, cfg.tokens, skip):
+            ids = ids.to(lm.device)  # (B, T)
+            b, t = ids.shape
+            if t < skip + 2:
+                raise ValueError(f"contexts of {t} tokens are too short to evaluate")
+            with _autocast(lm, cfg.autocast):
+                hidden = base(input_ids=ids.repeat(n_variants, 1), use_cache=False)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden.last_hidden_state
+            x = state.pop("x").double()
+            sum_x += x.sum(0).cpu()
+            sum_x2 += float(x.pow(2).sum())
+            n_tokens += x.shape[0]
+            targets = ids[:, skip + 1 :]  # (B, T - skip - 1) next tokens
+            for row in range(b):
+                rows = hidden[row::b]  # (V, T, d): the same context in every variant
+                with _autocast(lm, cfg.autocast):
+                    logits = lm.unembed(rows[:, skip:-1])  # (V, T', vocab)
+                logp = F.log_softmax(logits.float(), dim=-1)
+                ce = -logp.gather(-1, targets[row].expand(n_variants, -1).unsqueeze(-1))
+                ce = ce.squeeze(-1).double().sum(-1)  # (V,)
+                p_clean = logp[0].exp()
+                kl = (p_clean * (logp[0] - logp[2:])).sum(-1).double().sum(-1)  # (n_saes,)
+                ce_clean += float(ce[0])
+                ce_zero += float(ce[1])
+                for i, name in enumerate(names):
+                    acc[name].ce += float(ce[2 + i])
+                    acc[name].kl += float(kl[i])
+            n_preds += targets.numel()
+            if on_progress is not None:
+                on_progress(n_tokens)
+    finally:
+        handle.remove()
+    if n_tokens == 0:
+        raise ValueError("the eval corpus yielded no contexts")
+
+    mean = sum_x / n_tokens
+    total_var = max(sum_x2 - n_tokens * float(mean.pow(2).sum()), 1e-12)
+    ce_clean /= n_preds
+    ce_zero /= n_preds
+    results = {}
+    for name in names:
+        a, sae = acc[name], saes[name]
+        ce_sae = a.ce / n_preds
+        freq = (a.fires / n_tokens).float()
+        denom = ce_zero - ce_clean
+        results[name] = {
+            "model": lm.name,
+            "hookpoint": f"resid_post.{layer}",
+            "n_latents": sae.n_latents,
+            "k": sae.k,
+            "tokens": n_tokens,
+            "fvu": a.err / total_var,
+            "l0": a.l0 / n_tokens,
+            "dead_frac": float((freq == 0).float().mean()),
+            "dense_frac": float((freq > cfg.dense_threshold).float().mean()),
+            "dense_threshold": cfg.dense_threshold,
+            "ce_clean": ce_clean,
+            "ce_sae": ce_sae,
+            "ce_zero": ce_zero,
+            "delta_loss": ce_sae - ce_clean,
+            "loss_recovered": (ce_zero - ce_sae) / denom if abs(denom) > 1e-12 else math.nan,
+            "kl": a.kl / n_preds,
+            "frequencies": freq,
+        }
+    return results
+
+
+def _batches(contexts: Iterable[Tensor], size: int, tokens: int, skip: int) -> Iterator[Tensor]:
+    """Stack contexts into (B, T) batches until `tokens` eval tokens are covered."""
+    batch: list[Tensor] = []
+    done = 0
+    for context in contexts:
+        if done >= tokens:
+            break
+        batch.append(context)
+        done += context.shape[-1] - skip
+        if len(batch) == size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
+
+
+def _autocast(lm: LoadedModel, enabled: bool):
+    device_type = lm.device.type
+    if enabled and lm.dtype == torch.float32 and device_type in ("cpu", "cuda"):
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def save_density_histogram(frequencies: dict[str, Tensor], path: str | Path, tokens: int) -> Path:
+    """Histogram of log10(firing frequency) per latent, one outline per SAE; dead latents
+    (frequency 0) are counted in the legend since log10(0) has no place on the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    floor = math.log10(1 / max(tokens, 1))
+    bins = torch.linspace(floor, 0, 51).tolist()
+    for name, freq in frequencies.items():
+        live = freq[freq > 0]
+        dead = int((freq == 0).sum())
+        ax.hist(
+            live.log10().tolist(),
+            bins=bins,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{name} ({dead} dead of {freq.numel()})",
+        )
+    ax.set_xlabel("log10(firing frequency)")
+    ax.set_ylabel("latents")
+    ax.set_title(f"Latent density over {tokens:,} eval tokens")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def find_sae_dirs(path: str | Path) -> dict[str, Path]:
+    """A checkpoint folder, or a run folder holding several (`<n>-k<k>/cfg.json`)."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ValueError(f"no SAE checkpoint at {folder}")
+    if (folder / "cfg.json").is_file() or not folder.is_dir():
+        return {folder.name: folder}
+    found = {p.parent.name: p.parent for p in sorted(folder.glob("*/cfg.json"))}
+    if not found:
+        raise ValueError(f"{folder} holds no SAE checkpoint (no cfg.json in it or its subfolders)")
+    return found

@@ -1,0 +1,1 @@
+"""The model side: loading language models, corpora, activation streaming, data-parallel sharding."""

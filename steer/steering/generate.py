@@ -1,0 +1,330 @@
+"""Streaming, side-by-side generation with steering.
+
+`generate_rows` runs one batch with one row per variant (rows[0] = [] is the unsteered
+baseline) and yields, at every step, one `TokenEvent` per row still running. Each row
+samples with its own torch.Generator seeded identically, so with the same settings two
+rows differ only through their interventions.
+
+The loop (no `model.generate`, so that tokens stream and the hook knows positions):
+    1. prompt tokens 0 .. P-2 are run once per distinct prompt-time steering (one row
+       for all when positions="generated"), and their KV cache is copied to every row;
+    2. the last prompt token is run for all rows: its logits give the first new tokens;
+    3. each new token is fed back with the KV cache, one forward per step, until every
+       row has hit EOS or max_new_tokens, or `cancel()` says stop (checked between tokens).
+Finished rows leave the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor
+
+from sae import TopKSAE
+from steer.lm.models import LoadedModel
+
+from .intervention import POSITIONS, Intervention, Positions, SteeringHook
+from .readouts import feature_activations, top_features  # noqa: F401  (re-exported)
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 64
+    """Tokens to generate per row (fewer when the row hits EOS)."""
+
+    temperature: float = 0.0
+    """Sampling temperature; 0 = greedy (argmax)."""
+
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
+
+    seed: int = 0
+    """Seed of every row's generator (identical across rows)."""
+
+    positions: Positions = "all"
+    """Where interventions apply: all, prompt (the prompt tokens) or generated (the
+    positions that produce new tokens: the last prompt token onwards)."""
+
+    chat: bool | None = None
+    """Wrap a text prompt in the tokenizer's chat template; None: when it has one."""
+
+    stop_on_eos: bool = True
+    """End a row at the end-of-sequence token (benchmarks turn this off)."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max tokens must be at least 1, got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}: use {', '.join(POSITIONS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GenerationSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown generation settings {sorted(unknown)}: use {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class TokenEvent:
+    row: int
+    """Index of the row in `rows` (0 = the first variant, usually the baseline)."""
+    step: int
+    """0 for the first generated token."""
+    token_id: int
+    text: str
+    """The new text this token completes ("" while a multi-byte character is split
+    across tokens, and for the EOS token)."""
+    done: bool
+    """The row's last event (EOS or max_new_tokens)."""
+
+
+# ---------------------------------------------------------------------- prompts
+def build_prompt_ids(lm: LoadedModel, prompt: str | list[dict], chat: bool | None = None) -> Tensor:
+    """Token ids (T,) of a prompt: a text, or a chat history [{"role", "content"}, ...].
+
+    With the chat template (chat=True, or None and the tokenizer has one) the history ends
+    with the assistant's turn opened; a last message from the assistant is continued.
+    """
+    tok = lm.tokenizer
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = list(prompt)
+        for m in messages:
+            if not (
+                isinstance(m, dict)
+                and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)
+            ):
+                raise ValueError(f"a chat message needs string 'role' and 'content', got {m!r}")
+    if not any(m["content"].strip() for m in messages):
+        raise ValueError("the prompt is empty")
+    use_chat = lm.is_chat if chat is None else chat
+    if use_chat:
+        if not lm.is_chat:
+            raise ValueError(f"{lm.name} has no chat template: generate without one (--no-chat)")
+        continue_last = messages[-1]["role"] == "assistant"
+        text = tok.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=not continue_last,
+            continue_final_message=continue_last,
+        )
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tok("\n\n".join(m["content"] for m in messages))["input_ids"]
+    if not ids:
+        raise ValueError("the prompt is empty")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def eos_ids(lm: LoadedModel) -> set[int]:
+    """Tokens that end a row: the tokenizer's EOS and the generation config's."""
+    ids = set()
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    cfg_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(cfg_eos, int):
+        ids.add(cfg_eos)
+    elif isinstance(cfg_eos, (list, tuple)):
+        ids.update(int(i) for i in cfg_eos)
+    return ids
+
+
+def max_positions(lm: LoadedModel) -> int | None:
+    cfg = lm.model.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+class IncrementalDecoder:
+    """Text of a growing token sequence, piece by piece, without splitting characters.
+
+    Decodes a short window (the tokens since the last emitted piece, plus the one before,
+    for tokenizers whose decoding depends on the left neighbour) and holds text back
+    while it ends in a partial UTF-8 character (U+FFFD).
+    """
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # start of the decoding window
+        self.read = 0  # tokens already emitted
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def push(self, token_id: int, final: bool = False) -> str:
+        self.ids.append(int(token_id))
+        before = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        if final or (len(text) > len(before) and not text.endswith("\ufffd")):
+            self.prefix, self.read = self.read, len(self.ids)
+            return text[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is held back (a split character shows as U+FFFD)."""
+        if self.read == len(self.ids):
+            return ""
+        before = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return text[len(before) :]
+
+
+# ---------------------------------------------------------------------- sampling
+def sample_next(
+    logits: Tensor, settings: GenerationSettings, generators: list[torch.Generator]
+) -> Tensor:
+    """Next token per row (R,) from logits (R, V); row r draws from generators[r]."""
+    if settings.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / settings.temperature, dim=-1)  # (R, V)
+    if settings.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # Drop a token when the tokens before it already reach top_p (the first stays).
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= settings.top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    return torch.cat(
+        [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
+    )
+
+
+def _forward(
+    lm: LoadedModel, ids: Tensor, cache, hook: SteeringHook | None, offset: int, rows: list[int]
+):
+    """One forward of ids (B, t) at absolute `offset`, batch rows = rows; -> (logits (B, V), cache)."""
+    kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache}
+    if _KEEP_LOGITS.get(type(lm.model), True):
+        kwargs["logits_to_keep"] = 1  # the LM head for the last position only
+    if hook is not None:
+        hook.reset(offset, rows)
+    try:
+        with hook if hook is not None else contextlib.nullcontext():
+            out = lm.model(**kwargs)
+    except TypeError as err:  # older transformers: no logits_to_keep
+        if "logits_to_keep" not in str(err):
+            raise
+        _KEEP_LOGITS[type(lm.model)] = False
+        return _forward(lm, ids, cache, hook, offset, rows)
+    return out.logits[:, -1].float(), out.past_key_values
+
+
+_KEEP_LOGITS: dict[type, bool] = {}
+
+
+# ---------------------------------------------------------------------- generation
+@torch.inference_mode()
+def generate_rows(
+    lm: LoadedModel,
+    sae: TopKSAE | None,
+    prompt_ids: Tensor,
+    rows: list[list[Intervention]],
+    settings: GenerationSettings | None = None,
+    *,
+    max_acts: Tensor | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[list[TokenEvent]]:
+    """Generate all rows in one batch; yield each step's events (one per running row).
+
+    sae may be None only when no row has an enabled intervention. max_acts (n_latents,)
+    makes strengths relative (see `Intervention.strength`).
+    """
+    settings = settings or GenerationSettings()
+    rows = [list(r) for r in rows]
+    if not rows:
+        raise ValueError("nothing to generate: no rows")
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().to(lm.device)
+    P, R = ids.numel(), len(rows)
+    if P == 0:
+        raise ValueError("the prompt is empty")
+    limit = max_positions(lm)
+    if limit is not None and P + settings.max_new_tokens > limit:
+        raise ValueError(
+            f"the prompt ({P} tokens) plus {settings.max_new_tokens} new tokens exceeds "
+            f"{lm.name}'s context of {limit} tokens"
+        )
+    steered = any(iv.enabled for row in rows for iv in row)
+    hook = None
+    if steered:
+        if sae is None:
+            raise ValueError("steering needs an SAE")
+        hook = SteeringHook(
+            lm, sae, rows, max_acts=max_acts, positions=settings.positions, prompt_len=P
+        )
+        if hook.is_noop:
+            hook = None
+    generators = [torch.Generator(device=lm.device).manual_seed(settings.seed) for _ in rows]
+    stop = eos_ids(lm) if settings.stop_on_eos else set()
+    decoders = [IncrementalDecoder(lm.tokenizer) for _ in rows]
+
+    # 1. Prompt tokens 0 .. P-2, once per distinct prompt-time steering.
+    cache = None
+    if P > 1:
+        keys = [hook.row_key(r) if hook else () for r in range(R)]
+        distinct = list(dict.fromkeys(keys))
+        first_row = [keys.index(k) for k in distinct]
+        _, cache = _forward(lm, ids[None, :-1].expand(len(distinct), -1), None, hook, 0, first_row)
+        if R > 1:  # one copy of its group's cache per row
+            cache.reorder_cache(torch.tensor([distinct.index(k) for k in keys], device=lm.device))
+    # 2. The last prompt token, for every row.
+    alive = list(range(R))
+    logits, cache = _forward(lm, ids[None, -1:].expand(R, 1), cache, hook, P - 1, alive)
+
+    for step in range(settings.max_new_tokens):
+        nxt = sample_next(logits, settings, [generators[r] for r in alive])  # (len(alive),)
+        last = step == settings.max_new_tokens - 1
+        events = []
+        for j, r in enumerate(alive):
+            token = int(nxt[j])
+            is_eos = token in stop
+            done = is_eos or last
+            text = "" if is_eos else decoders[r].push(token)
+            if done:
+                text += decoders[r].flush()
+            events.append(TokenEvent(r, step, token, text, done))
+        yield events
+        keep = [j for j, e in enumerate(events) if not e.done]
+        if not keep or (cancel is not None and cancel()):
+            return
+        if len(keep) < len(alive):  # finished rows leave the batch
+            cache.batch_select_indices(torch.tensor(keep, device=lm.device))
+            alive, nxt = [alive[j] for j in keep], nxt[keep]
+        # 3. Feed the new tokens back; the token of step s sits at position P + s.
+        logits, cache = _forward(lm, nxt[:, None], cache, hook, P + step, alive)
+
+
+def generate_text(
+    lm: LoadedModel,
+    sae: TopKSAE | None,
+    prompt: str | list[dict],
+    rows: list[list[Intervention]],
+    settings: GenerationSettings | None = None,
+    *,
+    max_acts: Tensor | None = None,
+) -> list[dict]:
+    """Non-streaming convenience: [{"text", "token_ids", "stopped": "eos"|"length"}] per row."""
+    settings = settings or GenerationSettings()
+    prompt_ids = build_prompt_ids(lm, prompt, settings.chat)
+    out = [{"text": "", "token_ids": [], "stopped": "length"} for _ in rows]
+    stop = eos_ids(lm) if settings.stop_on_eos else set()
+    for events in generate_rows(lm, sae, prompt_ids, rows, settings, max_acts=max_acts):
+        for e in events:
+            out[e.row]["text"] += e.text
+            out[e.row]["token_ids"].append(e.token_id)
+            if e.done and e.token_id in stop:
+                out[e.row]["stopped"] = "eos"
+    return out

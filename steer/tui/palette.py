@@ -1,0 +1,103 @@
+"""Command palette providers (ctrl+p): features, presets and SAE checkpoints."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class FeatureCommands(Provider):
+    """`#123` or a label word: add a feature to the active set, or inspect it."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        engine = app.engine
+        if engine.sae is None:
+            return
+        query = query.strip()
+        number = re.fullmatch(r"(?:feature\s*)?#?(\d+)", query)
+        if number and int(number.group(1)) < engine.n_latents:
+            latent = int(number.group(1))
+            label = engine.label(latent)
+            yield Hit(
+                1.0,
+                f"Add feature #{latent} {label}".rstrip(),
+                partial(app.add_feature, latent),
+                help="add it to the active set",
+            )
+            yield Hit(
+                0.9,
+                f"Inspect feature #{latent} {label}".rstrip(),
+                partial(app.inspect_feature, latent),
+                help="top contexts, logit lens, statistics",
+            )
+            return
+        matcher = self.matcher(query)
+        for feature in engine.features:
+            text = (
+                f"Inspect active feature #{feature.latent} {engine.label(feature.latent)}".rstrip()
+            )
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(
+                    score, matcher.highlight(text), partial(app.inspect_feature, feature.latent)
+                )
+        if engine.catalog is None or len(query) < 2:
+            return
+        try:
+            entries = engine.search(query, limit=10)
+        except ValueError:
+            return
+        for hit in entries:
+            text = f"Add feature #{hit.latent} {hit.label}".rstrip()
+            yield Hit(
+                max(matcher.match(text), 0.5),
+                matcher.highlight(text),
+                partial(app.add_feature, hit.latent),
+                help="label search",
+            )
+
+
+class _ListProvider(Provider):
+    """A provider over a fixed list of (text, callback, help) from `_commands()`."""
+
+    def _commands(self):
+        raise NotImplementedError
+
+    async def discover(self) -> Hits:
+        for text, command, help_text in self._commands():
+            yield DiscoveryHit(text, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, command, help_text in self._commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), command, help=help_text)
+
+
+class PresetCommands(_ListProvider):
+    """Load a saved preset, or save the active set."""
+
+    def _commands(self):
+        app = self.app
+        for path in app.engine.list_presets():
+            yield f"Load preset {path.stem}", partial(app.load_preset, str(path)), str(path)
+        yield "Save active features as preset…", partial(app.action_presets, True), "ctrl+s"
+
+
+class CheckpointCommands(_ListProvider):
+    """Open another SAE checkpoint (folders with cfg.json + sae.safetensors)."""
+
+    def _commands(self):
+        from steer.app.engine import list_checkpoints
+
+        app = self.app
+        for folder in list_checkpoints():
+            try:
+                shown = folder.relative_to(folder.parents[2])
+            except (ValueError, IndexError):
+                shown = folder
+            yield f"Open SAE {shown}", partial(app.open_sae, str(folder)), str(folder)
