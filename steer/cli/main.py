@@ -28,6 +28,7 @@ def _root() -> None:
 COMMANDS = [
     ("chat", "chat", "chat"),
     ("train", "train", "train"),
+    ("cache", "cache", "cache"),
     ("eval", "evaluate", "evaluate"),
     ("generate", "generate", "generate"),
     ("features", "features", "features"),

@@ -72,20 +72,6 @@ def default_out_dir(model: str, layer: int) -> Path:
     return Path("runs") / slug / f"resid_post.{layer}"
 
 
-class RepeatContexts:
-    """Iterate a corpus again and again (each pass reshuffled with seed + epoch), so short
-    corpora still fill --tokens; deterministic, so resuming skips to the same place."""
-
-    def __init__(self, make):
-        self.make = make  # epoch -> re-iterable contexts
-
-    def __iter__(self):
-        epoch = 0
-        while True:
-            yield from self.make(epoch)
-            epoch += 1
-
-
 @friendly_errors
 def train(
     model: str = typer.Option(
@@ -161,6 +147,11 @@ def train(
         "--multi-topk",
         help="Multi-TopK loss L(k) + L(4k)/8, so k can be raised at inference.",
     ),
+    activations: Path = typer.Option(
+        None,
+        "--activations",
+        help="Train on activations cached by steer cache (this folder) instead of running the model; model, layer and corpus come from its cache.json.",
+    ),
 ) -> None:
     """Train TopK SAEs (Gao et al. 2024) on the residual stream after one block.
 
@@ -172,17 +163,17 @@ def train(
     from sae.train.trainer import OPTIMIZERS, TrainConfig, Trainer
     from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
     from steer.lm.activations import ActivationStream
-    from steer.lm.data import TokenContexts
+    from steer.lm.data import RepeatContexts, TokenContexts
     from steer.lm.distributed import ShardedStream, init_distributed, shutdown_distributed
     from steer.lm.models import default_training_model, load_model, parse_hookpoint
 
     total_tokens = parse_count(tokens, "--tokens")
     ks = parse_ks(k)
     torch_dtype = model_dtype(dtype)
-    if not corpus:
+    if not corpus and activations is None:
         raise ValueError(
             "no corpus: pass --corpus PATH (a .txt/.jsonl/.parquet file, optionally .xz/.gz, "
-            "a directory of them, or hf:<dataset>) or set STEER_CORPUS"
+            "a directory of them, or hf:<dataset>) or set STEER_CORPUS, or --activations DIR"
         )
     if ctx_len < 2:
         raise ValueError(f"--ctx-len must be at least 2, got {ctx_len}")
@@ -192,24 +183,35 @@ def train(
         raise ValueError("--batch-tokens and --save-every must be positive")
     layer_index = parse_hookpoint(layer) if layer is not None else None
 
-    if model is None:
-        model = default_training_model()
-        typer.echo(f"no --model given: training on {model}", err=True)
     dist_env = init_distributed(device)  # torchrun: join the process group, cuda:LOCAL_RANK
     dev = check_device(dist_env.device if dist_env.distributed else resolve_device(device))
-    quiet_model_loading()
-    lm = load_model(model, device=dev, dtype=torch_dtype)
-    if layer_index is None:
-        layer_index = lm.n_layers // 2
-    lm.check_layer(layer_index)
-    width_list = parse_widths(widths, lm.d_model)
+    if activations is not None:
+        if dist_env.distributed:
+            raise ValueError("--activations trains in one process: launch without torchrun")
+        stream, cached = _cached_source(activations, model, layer_index, batch_tokens, seed)
+        model, layer_index, d_model = cached["model_name"], cached["layer"], cached["d_in"]
+        corpus_spec, text_field, ctx_len = cached["corpus"], cached["text_field"], cached["ctx_len"]
+        corpus = corpus_spec
+    else:
+        if model is None:
+            model = default_training_model()
+            typer.echo(f"no --model given: training on {model}", err=True)
+        quiet_model_loading()
+        lm = load_model(model, device=dev, dtype=torch_dtype)
+        if layer_index is None:
+            layer_index = lm.n_layers // 2
+        lm.check_layer(layer_index)
+        d_model = lm.d_model
+        corpus_spec = (
+            corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
+        )
+    width_list = parse_widths(widths, d_model)
     for kk in ks:
         for width in width_list:
             if kk > width:
                 raise ValueError(
                     f"k={kk} is larger than width {width}: each SAE needs k <= its number of latents"
                 )
-    corpus_spec = corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
     out_dir = Path(out) if out is not None else default_out_dir(model, layer_index)
     state_dir = out_dir / "train_state"
     if batch_tokens < dist_env.world_size:
@@ -233,35 +235,38 @@ def train(
         seed=seed,
         dtype=dtype,
         optimizer=optimizer,
+        activations=str(Path(activations).resolve()) if activations is not None else None,
     )
     if resume:
         check_resume_settings(out_dir, setting)
 
-    def contexts_for(epoch: int):
-        return TokenContexts(
-            corpus_spec,
-            lm.tokenizer,
-            ctx_len=ctx_len,
-            text_field=text_field,
-            split="train",
-            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
-            seed=seed + epoch,
-        )
+    if activations is None:
 
-    # Fail fast (one line) on an unreadable or empty corpus, before any file is written.
-    next(iter(contexts_for(0)))
-    stream = ActivationStream(
-        lm,
-        layer_index,
-        RepeatContexts(contexts_for),
-        batch_tokens=rank_batch_tokens(batch_tokens, dist_env.rank, dist_env.world_size),
-        seed=seed,
-        autocast=dtype == "auto",
-        rank=dist_env.rank,
-        world_size=dist_env.world_size,
-    )
-    # Resumable with another number of processes than the run it continues.
-    stream = ShardedStream(stream, ctx_len)
+        def contexts_for(epoch: int):
+            return TokenContexts(
+                corpus_spec,
+                lm.tokenizer,
+                ctx_len=ctx_len,
+                text_field=text_field,
+                split="train",
+                heldout_fraction=DEFAULT_HELDOUT_FRACTION,
+                seed=seed + epoch,
+            )
+
+        # Fail fast (one line) on an unreadable or empty corpus, before any file is written.
+        next(iter(contexts_for(0)))
+        stream = ActivationStream(
+            lm,
+            layer_index,
+            RepeatContexts(contexts_for),
+            batch_tokens=rank_batch_tokens(batch_tokens, dist_env.rank, dist_env.world_size),
+            seed=seed,
+            autocast=dtype == "auto",
+            rank=dist_env.rank,
+            world_size=dist_env.world_size,
+        )
+        # Resumable with another number of processes than the run it continues.
+        stream = ShardedStream(stream, ctx_len)
 
     params = dict(
         model=model,
@@ -281,7 +286,11 @@ def train(
         device=device,
         dtype=dtype,
         multi_topk=multi_topk,
+        activations=activations,
     )
+    if activations is not None:  # model, corpus and layer come from the cache
+        for key in ("model", "layer", "corpus", "text_field", "ctx_len", "dtype"):
+            params.pop(key)
     command = _command_line(params)
     provenance = {
         "command": command,
@@ -296,6 +305,8 @@ def train(
         "skip_first": 1,
         "world_size": dist_env.world_size,
     }
+    if activations is not None:
+        provenance["activations"] = setting["activations"]
     steps = max(1, total_tokens // batch_tokens)
     cfg = TrainConfig(
         widths=width_list,
@@ -315,7 +326,7 @@ def train(
     )
     trainer = (DistributedTrainer if dist_env.distributed else Trainer)(
         cfg,
-        lm.d_model,
+        d_model,
         out_dir,
         hookpoint=f"resid_post.{layer_index}",
         model_name=model,
@@ -326,7 +337,7 @@ def train(
     err = typer.echo if dist_env.is_main else (lambda *args, **kwargs: None)
     err(
         f"training {len(width_list) * len(ks)} SAE(s) on {model} resid_post.{layer_index} "
-        f"(d={lm.d_model}): widths {width_list}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
+        f"(d={d_model}): widths {width_list}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
         err=True,
     )
     if dist_env.distributed:
@@ -336,7 +347,7 @@ def train(
             err=True,
         )
     result = _fit_with_progress(trainer, stream, total_tokens, resume, show=dist_env.is_main)
-    if stream.resharded:
+    if getattr(stream, "resharded", None):
         err(
             f"resumed a {stream.resharded['from']}-process run with {dist_env.world_size}: skipped "
             f"the {stream.resharded['skipped_contexts']:,} contexts its processes had started",
@@ -479,3 +490,29 @@ def _print_summary(result: dict, out_dir: Path) -> None:
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _cached_source(
+    folder: Path, model: str | None, layer: int | None, batch_tokens: int, seed: int
+):
+    """(stream, settings) for a cache written by steer cache; --model / --layer, when
+    given, must agree with it."""
+    from steer.lm.cache import CachedActivations
+    from steer.lm.models import parse_hookpoint
+
+    stream = CachedActivations(folder, batch_tokens=batch_tokens, seed=seed)
+    meta = stream.meta
+    cached_layer = parse_hookpoint(meta.get("hookpoint", ""))
+    if layer is not None and layer != cached_layer:
+        raise ValueError(f"--layer {layer}: the cache {folder} holds resid_post.{cached_layer}")
+    if model is not None and model != meta.get("model_name"):
+        raise ValueError(f"--model {model}: the cache {folder} holds {meta.get('model_name')}")
+    settings = {
+        "model_name": meta.get("model_name", ""),
+        "layer": cached_layer,
+        "d_in": int(meta["d_in"]),
+        "corpus": meta.get("corpus", ""),
+        "text_field": meta.get("text_field", "text"),
+        "ctx_len": int(meta.get("ctx_len", 128)),
+    }
+    return stream, settings

@@ -263,3 +263,19 @@ def buffer_shuffle(items: Iterator, size: int, seed: int) -> Iterator:
         yield item
     order = torch.randperm(len(buffer), generator=gen).tolist()
     yield from (buffer[i] for i in order)
+
+
+class RepeatContexts:
+    """Iterate a corpus again and again (each pass reshuffled with seed + epoch), so short
+    corpora still fill a token budget; deterministic, so resuming skips to the same place.
+
+    make: epoch -> re-iterable contexts (e.g. a TokenContexts with seed + epoch)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            yield from self.make(epoch)
+            epoch += 1

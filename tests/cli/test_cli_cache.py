@@ -1,0 +1,90 @@
+"""`steer cache` then `steer train --activations`: one model pass, many SAEs, resumable."""
+
+import json
+import os
+import signal
+
+import torch
+from typer.testing import CliRunner
+
+from sae import TopKSAE
+from steer.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def cache_args(model_dir, corpus, out, tokens="3k"):
+    return ["cache", "--model", model_dir, "--layer", "1", "--corpus", corpus, "--ctx-len", "16",
+            "--tokens", tokens, "--shard-tokens", "700", "--out", out, "--device", "cpu",
+            "--dtype", "fp32", "--store-dtype", "fp32"]  # fmt: skip
+
+
+def train_args(cache, out, tokens="2k"):
+    return ["train", "--activations", cache, "--widths", "64,4x", "--k", "4,8",
+            "--batch-tokens", "128", "--tokens", tokens, "--out", out, "--save-every", "4",
+            "--device", "cpu"]  # fmt: skip
+
+
+def test_cache_then_train_resume_and_eval(tiny_model_dir, tiny_corpus, tmp_path, monkeypatch):
+    from sae.train import trainer as trainer_module
+
+    cache = tmp_path / "cache"
+    result = invoke(*cache_args(tiny_model_dir, tiny_corpus, cache))
+    assert result.exit_code == 0, result.output
+    meta = json.loads((cache / "cache.json").read_text())
+    assert meta["tokens"] == 3000 and meta["hookpoint"] == "resid_post.1" and meta["d_in"] == 32
+    assert len(meta["shards"]) == 5  # 4 x 700 + 200
+    assert "steer train --activations" in result.stdout
+    assert invoke(*cache_args(tiny_model_dir, tiny_corpus, cache)).exit_code == 1  # no overwrite
+
+    # More tokens than the cache holds: a second, reshuffled pass.
+    straight = tmp_path / "straight"
+    result = invoke(*train_args(cache, straight, tokens="4k"))
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((straight / "64-k8" / "cfg.json").read_text())
+    assert cfg["hookpoint"] == "resid_post.1" and cfg["model_name"] == str(tiny_model_dir)
+    assert cfg["extra"]["activations"] == str(cache.resolve())
+    assert cfg["extra"]["tokens"] == 4000 // 128 * 128
+
+    original_fit = trainer_module.Trainer.fit
+
+    def fit_with_ctrl_c(self, source, *, resume=False, on_log=None):
+        def log(record):
+            on_log(record)
+            if record["step"] >= 9:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return original_fit(self, source, resume=resume, on_log=log)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_with_ctrl_c)
+    out = tmp_path / "run"
+    assert invoke(*train_args(cache, out, tokens="4k")).exit_code == 130
+    monkeypatch.setattr(trainer_module.Trainer, "fit", original_fit)
+    other = tmp_path / "other-cache"
+    assert invoke(*cache_args(tiny_model_dir, tiny_corpus, other, tokens="1k")).exit_code == 0
+    result = invoke(*train_args(other, out, tokens="4k"), "--resume")
+    assert result.exit_code == 1 and "cannot resume" in result.stderr
+    result = invoke(*train_args(cache, out, tokens="4k"), "--resume")
+    assert result.exit_code == 0, result.output
+    for name in ("64-k4", "128-k8"):
+        resumed = TopKSAE.load(out / name).state_dict()
+        for key, tensor in TopKSAE.load(straight / name).state_dict().items():
+            torch.testing.assert_close(resumed[key], tensor, msg=f"{name}.{key}")
+
+    # steer eval finds the model and the held-out corpus through the cache's provenance.
+    result = invoke("eval", "--sae", out / "64-k4", "--tokens", "100", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "heldout" in result.stdout
+
+
+def test_train_activations_bad_input(tiny_model_dir, tiny_corpus, tmp_path):
+    result = invoke(*train_args(tmp_path / "none", tmp_path / "o"))
+    assert result.exit_code == 1 and "no activation cache" in result.stderr
+    cache = tmp_path / "cache"
+    assert invoke(*cache_args(tiny_model_dir, tiny_corpus, cache, tokens="500")).exit_code == 0
+    result = invoke(*train_args(cache, tmp_path / "o"), "--layer", "2")
+    assert result.exit_code == 1 and "holds resid_post.1" in result.stderr
