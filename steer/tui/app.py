@@ -31,7 +31,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
-from .palette import CheckpointCommands, FeatureCommands, PresetCommands
+from .palette import CheckpointCommands, FeatureCommands, PresetCommands, SafePalette
 from .screens import (
     FindScreen,
     HelpScreen,
@@ -520,6 +520,11 @@ class PlaygroundApp(App):
         self.refresh_all()
 
     # ------------------------------------------------------------ screens
+    def action_command_palette(self) -> None:
+        """Textual's palette, guarded (steer.tui.palette.SafePalette)."""
+        if self.use_command_palette and not SafePalette.is_open(self):
+            self.push_screen(SafePalette(id="--command-palette"))
+
     def get_system_commands(self, screen):
         """The palette's actions: Textual's own plus the playground's."""
         yield from super().get_system_commands(screen)

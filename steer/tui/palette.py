@@ -1,11 +1,47 @@
-"""Command palette providers (ctrl+p): features, presets and SAE checkpoints."""
+"""The command palette (ctrl+p): a guarded Textual palette and its providers (features,
+presets and SAE checkpoints)."""
 
 from __future__ import annotations
 
 import re
 from functools import partial
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Provider
+from textual.widgets import OptionList
+
+
+def pages_ready(option_list: OptionList) -> bool:
+    """Whether `option_list` can move by a page.
+
+    Textual 8.2's `OptionList._move_page` reads a map from options to screen lines that
+    is filled only once the list has a size: PageDown on a list that has options but has
+    not been laid out yet (the palette right after ctrl+p) raised KeyError and ended the
+    app. The map is private; reading it here is the narrowest check that is exact."""
+    if not option_list.scrollable_content_region:
+        return False
+    highlighted = option_list.highlighted
+    return highlighted is None or highlighted in option_list._index_to_line
+
+
+class SafeOptionList(OptionList):
+    """An OptionList whose PageUp/PageDown move one option until it has been laid out."""
+
+    def _move_page(self, direction) -> None:
+        if pages_ready(self):
+            super()._move_page(direction)
+        elif direction > 0:
+            self.action_cursor_down()
+        else:
+            self.action_cursor_up()
+
+
+class SafePalette(CommandPalette):
+    """Textual's command palette, with PageUp/PageDown safe before its list is laid out."""
+
+    def _action_command_list(self, action: str) -> None:
+        if action in ("page_up", "page_down") and not pages_ready(self.query_one(CommandList)):
+            action = "cursor_down" if action == "page_down" else "cursor_up"
+        super()._action_command_list(action)
 
 
 class FeatureCommands(Provider):
