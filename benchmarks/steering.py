@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from sae import SAEConfig, TopKSAE
+from sae import SAEConfig, TopKSAE, load_sae
 from steer.lm.models import load_model
 from steer.steering import Intervention, SteeringHook
 from steer.steering.generate import GenerationSettings, build_prompt_ids, generate_rows
@@ -60,7 +60,7 @@ def main() -> None:
 
     lm = load_model(args.model)
     if args.sae:
-        sae = TopKSAE.load(args.sae)
+        sae = load_sae(args.sae)
     else:
         torch.manual_seed(0)
         sae = TopKSAE(

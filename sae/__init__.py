@@ -2,8 +2,9 @@
 
 from sae.train.trainer import TrainConfig, Trainer, default_lr, sae_name
 
+from .archs import ARCHS
 from .config import SAEConfig
-from .formats import FORMATS, detect_format, export_sae, import_sae
+from .formats import FORMATS, detect_format, export_sae, import_sae, load_sae
 from .geomedian import geometric_median
 from .model import EncoderOutput, ForwardOutput, TopKSAE, atomic_write, sparse_decode
 
@@ -23,4 +24,6 @@ __all__ = [
     "detect_format",
     "export_sae",
     "import_sae",
+    "load_sae",
+    "ARCHS",
 ]

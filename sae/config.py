@@ -1,10 +1,31 @@
-"""Configuration of one TopK sparse autoencoder, as stored in its `cfg.json`."""
+"""Configuration of one sparse autoencoder, as stored in its `cfg.json`."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from .archs import ARCHS
+
+_TYPES = {
+    "d_in": int,
+    "n_latents": int,
+    "k": int,
+    "multi_topk": bool,
+    "input_scale": (int, float),
+    "hookpoint": str,
+    "model_name": str,
+    "extra": dict,
+    "arch": str,
+}
+_KIND_NAMES = {
+    int: "an integer",
+    bool: "true or false",
+    (int, float): "a number",
+    str: "a string",
+    dict: "an object",
+}
 
 
 @dataclass
@@ -16,7 +37,8 @@ class SAEConfig:
     """Number of latents (dictionary size). Often a multiple of d_in: 4x ... 32x."""
 
     k: int
-    """Number of latents kept active per token (TopK)."""
+    """Number of latents kept active per token (TopK). Other architectures have no fixed
+    k: 0, or the L0 they were trained for (BatchTopK), for the record."""
 
     multi_topk: bool = False
     """Train with Multi-TopK (loss = L(k) + L(4k)/8) so k can be raised at inference."""
@@ -34,15 +56,29 @@ class SAEConfig:
     extra: dict = field(default_factory=dict)
     """Provenance: training command, tokens seen, final metrics, ... (free-form)."""
 
+    arch: str = "topk"
+    """Activation function: "topk", "relu", "jumprelu" or "gated" (sae/archs.py)."""
+
     def __post_init__(self) -> None:
+        for name, kind in _TYPES.items():
+            value = getattr(self, name)
+            # bool is an int subclass: refuse it where a count is meant
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"SAE config: {name} must be {_KIND_NAMES[kind]}, got {value!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"SAE config: unknown arch {self.arch!r}: use {', '.join(ARCHS)}")
         if self.d_in <= 0 or self.n_latents <= 0:
             raise ValueError(
                 f"d_in and n_latents must be positive, got {self.d_in}, {self.n_latents}"
             )
-        if not 0 < self.k <= self.n_latents:
-            raise ValueError(f"k must be in 1..n_latents ({self.n_latents}), got {self.k}")
-        if not self.input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {self.input_scale}")
+        low = 1 if self.arch == "topk" else 0
+        if not low <= self.k <= self.n_latents:
+            raise ValueError(f"k must be in {low}..n_latents ({self.n_latents}), got {self.k}")
+        if self.multi_topk and self.arch != "topk":
+            raise ValueError(f"multi_topk needs arch topk, not {self.arch}")
+        if not self.input_scale > 0 or self.input_scale == float("inf"):
+            raise ValueError(f"input_scale must be positive and finite, got {self.input_scale}")
+        self.input_scale = float(self.input_scale)
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -63,4 +99,7 @@ class SAEConfig:
             raise ValueError(f"cannot read SAE config {path}: {err}") from None
         if not isinstance(data, dict):
             raise ValueError(f"SAE config {path} is not a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None

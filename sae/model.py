@@ -1,7 +1,13 @@
-"""The TopK sparse autoencoder of Gao et al. (arXiv 2406.04093).
+"""The TopK sparse autoencoder of Gao et al. (arXiv 2406.04093), and the other
+architectures it can run in place of TopK (cfg.arch: relu, jumprelu, gated; sae/archs.py).
 
     z  = TopK(ReLU(W_enc (s·x - b_pre) + b_enc))        s = cfg.input_scale
     x̂  = (W_dec^T z + b_pre) / s
+
+Whatever the architecture, `encode` returns sparse codes (acts, indices), each (N, K):
+K = k for TopK; for the others the most latents any token of the batch has active, the
+rest of each row padded with zero activations. Everything downstream (decode, steering,
+readouts, the catalog) reads those codes and works with every architecture.
 
 Parameters live in the normalised space (s·x has E||.||^2 = d_in); `encode` takes raw
 residual activations and `decode` returns raw ones, so callers never see the scaling.
@@ -12,7 +18,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,169 +27,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from . import kernels
+from .archs import arch_params, elementwise_acts, sparse_codes
 from .config import SAEConfig
-from .kernels import selection_dtype
+from .kernels import TopKEncode, selection_dtype, sparse_decode
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
 AUXK_ALPHA = 1 / 32
-
-
-# torch warns once per process that CSR tensors are "beta"; they are used here only as
-# transient operands of two well-supported products (CSR @ dense, sampled_addmm). Spend
-# that one warning here, silenced, instead of in the user's training loop.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch.sparse_csr_tensor(
-        torch.zeros(2, dtype=torch.long),
-        torch.zeros(0, dtype=torch.long),
-        torch.zeros(0),
-        (1, 1),
-        check_invariants=False,
-    )
-
-
-# ---------------------------------------------------------------------- sparse kernels
-# A TopK SAE touches only k of its n latents per token. The dense parts of a training step
-# are the encoder matmul (N, d) x (d, n) (in bf16 where that is fast, sae/kernels.py) and
-# the TopK over (N, n); everything else (the decoder, the exact values of the selected
-# pre-activations, every backward product) works on the (N, k) selection with sparse CSR
-# products, O(N·k·d) instead of O(N·n·d). Measured on 2 CPU cores at N=4096, d=576,
-# n=4608, k=32: each backward product ~10 ms, against ~90 ms for a dense one, and ~250 ms
-# for the backward of embedding_bag.
-
-
-def _sparse_ok(t: Tensor) -> bool:
-    return t.dtype in (torch.float32, torch.float64) and t.device.type in ("cpu", "cuda")
-
-
-def _csr_by_token(indices: Tensor, values: Tensor, n_latents: int) -> Tensor:
-    """(N, k) selection -> CSR (N, n_latents), one row per token, columns sorted."""
-    N, K = indices.shape
-    sorted_idx, order = indices.sort(dim=1)
-    crow = torch.arange(0, N * K + 1, K, device=indices.device)
-    return torch.sparse_csr_tensor(
-        crow,
-        sorted_idx.reshape(-1),
-        values.gather(1, order).reshape(-1),
-        (N, n_latents),
-        check_invariants=False,
-    )
-
-
-def _csr_by_latent(indices: Tensor, values: Tensor, n_latents: int) -> Tensor:
-    """(N, k) selection -> CSR (n_latents, N), one row per latent: the transpose."""
-    N, K = indices.shape
-    flat = indices.reshape(-1)
-    order = flat.argsort(stable=True)  # stable: tokens stay in order within a row
-    crow = torch.zeros(n_latents + 1, dtype=torch.long, device=indices.device)
-    crow[1:] = torch.bincount(flat, minlength=n_latents).cumsum(0)
-    return torch.sparse_csr_tensor(
-        crow, order // K, values.reshape(-1)[order], (n_latents, N), check_invariants=False
-    )
-
-
-def _sampled_dot(a: Tensor, W: Tensor, indices: Tensor) -> Tensor:
-    """out[t, j] = a[t] · W[idx[t, j]]: (N, d), (n, d), (N, K) -> (N, K), a sampled
-    dense-dense product (SDDMM) that never forms the (N, n) matrix."""
-    N, K = indices.shape
-    sorted_idx, order = indices.sort(dim=1)
-    pattern = torch.sparse_csr_tensor(
-        torch.arange(0, N * K + 1, K, device=indices.device),
-        sorted_idx.reshape(-1),
-        a.new_zeros(N * K),
-        (N, W.shape[0]),
-        check_invariants=False,
-    )
-    values = torch.sparse.sampled_addmm(pattern, a.contiguous(), W.T).values().view(N, K)
-    return torch.empty_like(values).scatter_(1, order, values)
-
-
-class _SparseDecode(torch.autograd.Function):
-    """sum_j acts[t, j] · W[idx[t, j]] for every token t: (N, k), (N, k), (n, d) -> (N, d)."""
-
-    @staticmethod
-    def forward(ctx, acts: Tensor, indices: Tensor, W: Tensor) -> Tensor:
-        ctx.save_for_backward(acts, indices, W)
-        return _csr_by_token(indices, acts, W.shape[0]) @ W
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        acts, indices, W = ctx.saved_tensors
-        grad_acts = grad_W = None
-        if ctx.needs_input_grad[0]:
-            grad_acts = _sampled_dot(grad_out, W, indices)  # grad_out[t] · W[idx[t, j]]
-        if ctx.needs_input_grad[2]:
-            grad_W = _csr_by_latent(indices, acts.to(grad_out.dtype), W.shape[0]) @ grad_out
-        return grad_acts, None, grad_W
-
-
-def sparse_decode(acts: Tensor, indices: Tensor, W: Tensor) -> Tensor:
-    """Sparse decode without the bias: (N, k) acts and indices, W (n, d) -> (N, d)."""
-    acts = acts.to(W.dtype)
-    if _sparse_ok(W) and acts.shape[-1] > 0:
-        return _SparseDecode.apply(acts, indices, W)
-    return F.embedding_bag(indices, W, per_sample_weights=acts, mode="sum")
-
-
-class _TopKEncode(torch.autograd.Function):
-    """pre = ReLU(W (x - b_pre) + b); its top-K per token, plus the columns `dead_idx` of
-    pre for AuxK. Only the selected (token, latent) pairs and the dead columns carry a
-    gradient, so the backward never forms the dense (N, n) gradient."""
-
-    @staticmethod
-    def forward(ctx, x, b_pre, W, b, k: int, sort: bool, dead_idx, select_dtype):
-        x_c = x - b_pre  # (N, d)
-        # ReLU is monotone, so TopK-then-ReLU keeps the same values as ReLU-then-TopK and
-        # saves a pass over the (N, n) matrix.
-        if select_dtype == x_c.dtype:
-            pre = F.linear(x_c, W, b)  # (N, n)
-            acts, indices = pre.topk(k, dim=-1, sorted=sort)  # (N, K)
-        else:
-            # Choose the winners on a bf16 copy (the one dense matmul, ~5x faster with
-            # AMX / tensor cores), then compute the winners' values exactly: only near-ties
-            # at the k-th place can differ from a full-precision choice.
-            pre = F.linear(x_c.to(select_dtype), W.to(select_dtype), b.to(select_dtype))
-            indices = pre.topk(k, dim=-1, sorted=sort).indices  # (N, K)
-            acts = _sampled_dot(x_c, W, indices) + b[indices]  # (N, K)
-            if sort:
-                acts, order = acts.sort(dim=-1, descending=True)
-                indices = indices.gather(1, order)
-        acts = acts.relu_()
-        if dead_idx is None:
-            dead_idx = indices.new_empty(0)
-        # AuxK's dead columns (selection precision: the auxiliary loss needs no more).
-        dead_pre = pre.index_select(1, dead_idx).to(x_c.dtype).relu_()  # (N, n_dead)
-        ctx.save_for_backward(x_c, W, acts, indices, dead_pre, dead_idx)
-        ctx.mark_non_differentiable(indices)
-        return acts, indices, dead_pre
-
-    @staticmethod
-    def backward(ctx, g_acts, _g_indices, g_dead):
-        x_c, W, acts, indices, dead_pre, dead_idx = ctx.saved_tensors
-        n = W.shape[0]
-        g_acts = g_acts * (acts > 0)  # ReLU' (TopK may keep zeros when < K are positive)
-        has_dead = dead_idx.numel() > 0
-        if has_dead:
-            g_dead = g_dead * (dead_pre > 0)
-        # Per-latent gradient sums: the bias gradients follow from them alone.
-        g_lat = torch.zeros(n, dtype=g_acts.dtype, device=g_acts.device)
-        g_lat.index_add_(0, indices.reshape(-1), g_acts.reshape(-1))
-        if has_dead:
-            g_lat.index_add_(0, dead_idx, g_dead.sum(0))
-        grad_x = grad_b_pre = grad_W = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _csr_by_token(indices, g_acts, n) @ W
-            if has_dead:
-                grad_x = grad_x + g_dead @ W[dead_idx]
-        if ctx.needs_input_grad[1]:
-            grad_b_pre = -(g_lat @ W)  # d/db_pre of sum_t g_t·W(x_t - b_pre)
-        if ctx.needs_input_grad[2]:
-            grad_W = _csr_by_latent(indices, g_acts, n) @ x_c  # (n, d)
-            if has_dead:
-                grad_W.index_add_(0, dead_idx, g_dead.T @ x_c)
-        grad_b = g_lat if ctx.needs_input_grad[3] else None
-        return grad_x, grad_b_pre, grad_W, grad_b, None, None, None, None
 
 
 class EncoderOutput(NamedTuple):
@@ -213,6 +63,11 @@ class TopKSAE(nn.Module):
         self.W_enc = nn.Parameter(w_dec.clone())  # (n, d): z = W_enc @ x, stored row-major
         self.b_enc = nn.Parameter(torch.zeros(n, device=device, dtype=dtype))  # (n,)
         self.b_pre = nn.Parameter(torch.zeros(d, device=device, dtype=dtype))  # (d,)
+        # Architecture parameters (jumprelu: threshold; gated: r_mag, b_mag), each (n,).
+        for name, shape in arch_params(cfg.arch, n).items():
+            self.register_parameter(
+                name, nn.Parameter(torch.zeros(shape, device=device, dtype=dtype))
+            )
         # dtype for choosing the TopK during training; None: bf16 where that is fast (AMX
         # CPUs, CUDA) for fp32 SAEs, else the SAE's dtype. Activation values stay exact.
         self.selection_dtype: torch.dtype | None = None
@@ -231,6 +86,10 @@ class TopKSAE(nn.Module):
         return self.cfg.k
 
     @property
+    def arch(self) -> str:
+        return self.cfg.arch
+
+    @property
     def device(self) -> torch.device:
         return self.W_dec.device
 
@@ -244,7 +103,8 @@ class TopKSAE(nn.Module):
         return x.to(self.dtype) * self.cfg.input_scale
 
     def pre_acts(self, x: Tensor) -> Tensor:
-        """ReLU pre-activations (N, n_latents) for raw input x (N, d)."""
+        """ReLU pre-activations (N, n_latents) for raw input x (N, d) (TopK chooses among
+        them; for the other architectures see `activations`)."""
         x_n = self.normalize(x) - self.b_pre  # (N, d)
         return F.relu(F.linear(x_n, self.W_enc, self.b_enc))  # (N, n)
 
@@ -253,14 +113,39 @@ class TopKSAE(nn.Module):
         return EncoderOutput(top_acts, top_indices)
 
     def encode(self, x: Tensor, k: int | None = None) -> EncoderOutput:
-        """Raw x (N, d) -> the k active latents per token."""
-        return self.select_topk(self.pre_acts(x), k)
+        """Raw x (N, d) -> the active latents per token, (N, K) acts and indices: K = k for
+        TopK; for other archs every active latent, zero-padded (k, if given, caps K)."""
+        if self.arch == "topk":
+            return self.select_topk(self.pre_acts(x), k)
+        return EncoderOutput(*sparse_codes(self.activations(x), k))
 
     def encode_dense(self, x: Tensor, k: int | None = None) -> Tensor:
-        """Raw x (N, d) -> dense latent activations (N, n_latents), zeros outside the TopK."""
+        """Raw x (N, d) -> dense latent activations (N, n_latents), zeros where inactive."""
+        if self.arch != "topk" and k is None:
+            return self.activations(x)
         top_acts, top_indices = self.encode(x, k)
         z = torch.zeros(x.shape[0], self.n_latents, device=x.device, dtype=top_acts.dtype)
         return z.scatter_(1, top_indices, top_acts)
+
+    @property
+    def is_elementwise(self) -> bool:
+        """True when a latent's activation depends on its own encoder row only (every
+        arch but TopK), so `activations(x, latents)` costs len(latents) rows."""
+        return self.arch != "topk"
+
+    def activations(self, x: Tensor, latents: Tensor | list[int] | None = None) -> Tensor:
+        """Dense activations of raw x (N, d): (N, n_latents), or (N, m) for m `latents`."""
+        if not self.is_elementwise:
+            z = self.encode_dense(x)  # (N, n): TopK membership needs every latent
+            return z if latents is None else z[:, torch.as_tensor(latents, device=z.device)]
+        x_c = self.normalize(x) - self.b_pre  # (N, d)
+        params = {name: getattr(self, name) for name in arch_params(self.arch, self.n_latents)}
+        W, b = self.W_enc, self.b_enc
+        if latents is not None:
+            idx = torch.as_tensor(latents, device=self.device, dtype=torch.long)
+            W, b = W[idx], b[idx]
+            params = {name: p[idx] for name, p in params.items()}
+        return elementwise_acts(self.arch, x_c, W, b, params)
 
     def decode_normalized(self, top_acts: Tensor, top_indices: Tensor) -> Tensor:
         """Sparse decode in normalised space: sum of k decoder rows per token. (N, d)"""
@@ -286,6 +171,8 @@ class TopKSAE(nn.Module):
         loss asks the top-k_aux of those (default d_in // 2) to reconstruct the residual
         error (paper §2.4 / App. B.1). All losses are normalised by the batch variance.
         """
+        if self.is_elementwise:
+            return self._forward_elementwise(x)
         x_n = self.normalize(x)  # (N, d)
         dead_idx = None
         if dead_mask is not None:
@@ -294,11 +181,11 @@ class TopKSAE(nn.Module):
                 dead_idx = None
 
         k_enc = min(4 * self.k, self.n_latents) if self.cfg.multi_topk else self.k
-        if _sparse_ok(x_n):
+        if kernels.sparse_ok(x_n):
             select = self.selection_dtype or (
                 selection_dtype(x_n.device) if self.dtype == torch.float32 else self.dtype
             )
-            acts, indices, dead_pre = _TopKEncode.apply(
+            acts, indices, dead_pre = TopKEncode.apply(
                 x_n,
                 self.b_pre,
                 self.W_enc,
@@ -343,6 +230,18 @@ class TopKSAE(nn.Module):
         x_hat = x_hat_n / self.cfg.input_scale
         return ForwardOutput(x_hat, top_acts, top_indices, fvu, auxk_loss, multi_topk_fvu)
 
+    def _forward_elementwise(self, x: Tensor) -> ForwardOutput:
+        """Reconstruction and FVU for the non-TopK archs, dense (N, n) codes; their own
+        training losses (L1, L0 with straight-through thresholds) are the trainer's."""
+        x_n = self.normalize(x)  # (N, d)
+        z = self.activations(x)  # (N, n)
+        x_hat_n = z @ self.W_dec + self.b_pre  # (N, d)
+        total_var = (x_n - x_n.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu = (x_n - x_hat_n).pow(2).sum() / total_var
+        top_acts, top_indices = sparse_codes(z)
+        zero = fvu.new_zeros(())
+        return ForwardOutput(x_hat_n / self.cfg.input_scale, top_acts, top_indices, fvu, zero, zero)
+
     # ------------------------------------------------------------------ constraints
     @torch.no_grad()
     def set_decoder_norm_to_unit(self) -> None:
@@ -357,7 +256,11 @@ class TopKSAE(nn.Module):
         norms = self.W_dec.data.norm(dim=1).clamp_min(1e-8)  # (n,)
         self.W_dec.data /= norms[:, None]
         self.W_enc.data *= norms[:, None].to(self.W_enc.dtype)
-        self.b_enc.data *= norms.to(self.b_enc.dtype)
+        # Every bias and threshold on the pre-activation's scale moves with it (gated:
+        # the gate's sign is unchanged; r_mag multiplies W_enc x and needs nothing).
+        for name in ("b_enc", "threshold", "b_mag"):
+            if hasattr(self, name):
+                getattr(self, name).data *= norms.to(self.b_enc.dtype)
 
     @torch.no_grad()
     def remove_gradient_parallel_to_decoder(self) -> None:
@@ -404,6 +307,7 @@ class TopKSAE(nn.Module):
             "W_dec": (cfg.n_latents, cfg.d_in),
             "b_enc": (cfg.n_latents,),
             "b_pre": (cfg.d_in,),
+            **arch_params(cfg.arch, cfg.n_latents),
         }
         for name, shape in expected.items():
             if name not in tensors:
@@ -413,6 +317,12 @@ class TopKSAE(nn.Module):
                     f"SAE weights {weights_path}: {name} has shape {tuple(tensors[name].shape)}, "
                     f"cfg.json implies {shape}"
                 )
+        unknown = sorted(tensors.keys() - expected.keys())
+        if unknown:
+            raise ValueError(
+                f"SAE weights {weights_path} hold {', '.join(unknown)}, which arch "
+                f"{cfg.arch!r} does not have (is cfg.json's arch right?)"
+            )
         first = next(iter(tensors.values()))
         sae = cls(cfg, device="meta", dtype=dtype or first.dtype)
         sae.load_state_dict(
@@ -425,13 +335,25 @@ class TopKSAE(nn.Module):
 
 
 def atomic_write(target: Path, write) -> None:
-    """Call write(tmp_path) then rename over target, so a crash never leaves half a file."""
+    """Call write(tmp_path) then rename over target, so a crash never leaves half a file.
+    The file gets the mode any new file would (0666 less the umask), not mkstemp's 0600,
+    so a checkpoint in a shared folder is readable by whoever may read the folder."""
     target = Path(target)
+    if target.is_dir():
+        raise ValueError(f"cannot write {target}: it is a directory")
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -92,3 +92,77 @@ def planted_sae(lm, token: str = " Bridge", n_latents: int = 64, k: int = 4) -> 
         sae.W_dec[0] = u
         sae.b_enc[1:] = 0.01
     return sae
+
+
+# ---------------------------------------------------------------- SAELens checkpoints
+def saelens_reference(arch: str, x, t: dict, apply_b_dec: bool = True):
+    """SAELens's StandardSAE / JumpReLUSAE / GatedSAE encode, transcribed from its source:
+    (dense codes (N, n), reconstruction (N, d)) for raw x (N, d) and its tensors t."""
+    sae_in = x - t["b_dec"] * apply_b_dec
+    if arch == "gated":
+        gate = (sae_in @ t["W_enc"] + t["b_gate"]) > 0
+        z = gate * torch.relu(sae_in @ (t["W_enc"] * t["r_mag"].exp()) + t["b_mag"])
+    else:
+        pre = sae_in @ t["W_enc"] + t["b_enc"]
+        z = torch.relu(pre)
+        if arch == "jumprelu":
+            z = z * (pre > t["threshold"])
+    return z, z @ t["W_dec"] + t["b_dec"]
+
+
+def write_saelens_sae(
+    folder,
+    arch: str,
+    like: TopKSAE,
+    apply_b_dec: bool = True,
+    seed: int = 0,
+    model_name: str | None = None,
+) -> dict:
+    """A SAELens-format checkpoint (cfg.json + sae_weights.safetensors, as SAELens 6 saves
+    it) of architecture "standard", "jumprelu" or "gated", written by hand (no SAELens,
+    no download), reading the same directions as the TopK SAE `like` (input_scale 1).
+    Thresholds sit at the median positive pre-activation, so the SAE is sparse but each
+    latent fires sometimes. Returns the tensors."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    n, d = like.n_latents, like.d_in
+    W_enc = like.W_enc.detach().T.contiguous().clone()  # (d, n)
+    t = {"W_enc": W_enc, "W_dec": like.W_dec.detach().clone(), "b_dec": like.b_pre.detach().clone()}
+    b = like.b_enc.detach().clone()
+    if not apply_b_dec:  # the same function, written SAELens's other way
+        b = b - t["b_dec"] @ W_enc
+    if arch == "gated":
+        t["b_gate"] = b
+        t["r_mag"] = 0.1 * torch.randn(n, generator=g)
+        t["b_mag"] = b * t["r_mag"].exp() + 0.05
+    else:
+        t["b_enc"] = b
+    if arch == "jumprelu":
+        t["threshold"] = 0.05 + 0.1 * torch.rand(n, generator=g)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(folder / "sae_weights.safetensors"))
+    hook = like.cfg.hookpoint.split(".")[-1]
+    cfg = {
+        "architecture": arch,
+        "d_in": d,
+        "d_sae": n,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": apply_b_dec,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {
+            "sae_lens_version": "6.5.0",
+            "model_name": model_name or like.cfg.model_name,
+            "hook_name": f"blocks.{hook}.hook_resid_post",
+            "hook_head_index": None,
+            "prepend_bos": True,
+        },
+    }
+    (folder / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    return t

@@ -92,7 +92,7 @@ def evaluate(
 
     CE and KL are in nats per predicted token. Dead and dense fractions are measured on the eval tokens only: a short eval overstates the dead fraction.
     """
-    from sae import import_sae
+    from sae import load_sae
     from steer.evals.evaluate import (
         DEFAULT_HELDOUT_FRACTION,
         EvalConfig,
@@ -108,9 +108,7 @@ def evaluate(
     if split not in ("auto", "heldout", "all"):
         raise ValueError(f"--split must be auto, heldout or all, got {split!r}")
     folders = find_sae_dirs(sae)
-    saes = {
-        name: import_sae(folder) for name, folder in folders.items()
-    }  # native, sparsify, SAELens
+    saes = {name: load_sae(folder) for name, folder in folders.items()}  # native, sparsify, SAELens
     first = next(iter(saes.values()))
     prov = provenance_of(first.cfg)
 

@@ -72,9 +72,9 @@ def features(
 
 
 def _sae_and_catalog(sae_dir: Path):
-    from sae import TopKSAE
+    from sae import load_sae
 
-    sae = TopKSAE.load(sae_dir)
+    sae = load_sae(sae_dir)
     return sae, load_catalog_for(sae_dir, sae)
 
 

@@ -186,11 +186,14 @@ def test_unsupported_and_broken_folders(tmp_path):
     (tmp_path / "odd" / "cfg.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="known format"):
         import_sae(tmp_path / "odd")
-    # SAELens non-TopK / with normalisation; sparsify transcoder
+    # SAELens unknown arch / a jumprelu without its thresholds / with normalisation;
+    # sparsify transcoder
     export_sae(sae, tmp_path / "sl", "saelens")
     cfg = json.loads((tmp_path / "sl" / "cfg.json").read_text())
     for change, msg in [
-        ({"architecture": "jumprelu"}, "only topk"),
+        ({"architecture": "matryoshka_wide"}, "not supported"),
+        ({"architecture": "jumprelu"}, "threshold is missing"),
+        ({"d_sae": "64"}, "not an integer"),
         ({"normalize_activations": "expected_average_only_in"}, "scaling factor"),
     ]:
         (tmp_path / "sl" / "cfg.json").write_text(json.dumps({**cfg, **change}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sae.model as sae_model
+import sae.kernels as sae_kernels
 from sae import SAEConfig, TopKSAE, geometric_median, metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,7 +59,7 @@ def test_sparse_backward_matches_dense_autograd(monkeypatch, multi_topk):
     results = []
     for sparse in (True, False):
         if not sparse:
-            monkeypatch.setattr(sae_model, "_sparse_ok", lambda t: False)
+            monkeypatch.setattr(sae_kernels, "sparse_ok", lambda t: False)
         sae.zero_grad()
         out = sae(x, dead_mask=dead, k_aux=5)
         (out.fvu + out.auxk_loss + out.multi_topk_fvu).backward()
@@ -80,7 +80,7 @@ def test_fp32_sparse_path_matches_dense_autograd(monkeypatch):
     grads = []
     for sparse in (True, False):
         if not sparse:
-            monkeypatch.setattr(sae_model, "_sparse_ok", lambda t: False)
+            monkeypatch.setattr(sae_kernels, "sparse_ok", lambda t: False)
         sae.zero_grad()
         out = sae(x, dead_mask=dead)
         (out.fvu + out.auxk_loss).backward()
