@@ -18,6 +18,7 @@ _TYPES = {
     "model_name": str,
     "extra": dict,
     "arch": str,
+    "matryoshka": list,
 }
 _KIND_NAMES = {
     int: "an integer",
@@ -25,6 +26,7 @@ _KIND_NAMES = {
     (int, float): "a number",
     str: "a string",
     dict: "an object",
+    list: "a list",
 }
 
 
@@ -53,6 +55,10 @@ class SAEConfig:
     model_name: str = ""
     """The model whose activations the SAE was trained on."""
 
+    matryoshka: list[int] = field(default_factory=list)
+    """Matryoshka SAE: nested level sizes, narrowest first, the last = n_latents; the first m
+    latents of each level form an SAE of their own (sae/matryoshka.py). Empty: a plain SAE."""
+
     extra: dict = field(default_factory=dict)
     """Provenance: training command, tokens seen, final metrics, ... (free-form)."""
 
@@ -79,6 +85,12 @@ class SAEConfig:
         if not self.input_scale > 0 or self.input_scale == float("inf"):
             raise ValueError(f"input_scale must be positive and finite, got {self.input_scale}")
         self.input_scale = float(self.input_scale)
+        if self.matryoshka:
+            if self.arch != "topk":
+                raise ValueError(f"matryoshka levels need arch topk, not {self.arch}")
+            from .matryoshka import check_levels  # late: matryoshka imports the model
+
+            self.matryoshka = check_levels(self.matryoshka, self.n_latents, self.k)
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from .archs import arch_params
 from .config import SAEConfig
+from .matryoshka import prefix_path, split_prefix
 from .model import CONFIG_FILE, WEIGHTS_FILE, TopKSAE, atomic_write
 
 FORMATS = ("native", "sparsify", "saelens")
@@ -197,10 +198,11 @@ def load_sae(
 ) -> TopKSAE:
     """Open an SAE folder in any known format (autodetected): native, sparsify or SAELens,
     any architecture. The one function to open an SAE a user names; ValueError (one line)
-    when the folder is not one."""
-    folder = Path(folder)
+    when the folder is not one. `DIR@m`: level m of a (native) Matryoshka SAE."""
+    folder, prefix = split_prefix(folder)
     fmt = detect_format(folder)
-    if fmt == "native":
+    if fmt == "native" or prefix is not None:
+        folder = prefix_path(folder, prefix) if prefix is not None else folder
         return TopKSAE.load(folder, device=device, dtype=dtype)
     cfg = _read_json(folder / CONFIG_FILE)
     arch = "topk"

@@ -289,8 +289,13 @@ class TopKSAE(nn.Module):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = torch.float32,
     ) -> TopKSAE:
-        """Load a folder written by `save`. Raises ValueError with a one-line reason."""
-        folder = Path(path)
+        """Load a folder written by `save`; `DIR@m` loads level m of a Matryoshka SAE in DIR
+        as an SAE of its own. Raises ValueError with a one-line reason."""
+        from .matryoshka import prefix_sae, split_prefix  # late: it imports this module
+
+        folder, prefix = split_prefix(path)
+        if prefix is not None:
+            return prefix_sae(cls.load(folder, device=device, dtype=dtype), prefix)
         if not folder.is_dir():
             raise ValueError(f"no SAE checkpoint folder at {folder}")
         cfg_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE

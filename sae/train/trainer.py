@@ -38,6 +38,7 @@ from torch import Tensor
 
 from sae.config import SAEConfig
 from sae.geomedian import geometric_median
+from sae.matryoshka import check_levels, nested_forward
 from sae.model import TopKSAE, atomic_write
 from sae.optim import ScheduleFreeSignSGD, default_signum_lr
 from sae.state import load_state, pack, save_state, state_exists, unpack
@@ -94,6 +95,10 @@ class TrainConfig:
     multi_topk: bool = False
     """Multi-TopK: add FVU with 4k latents / 8 to the loss so k can be raised at inference."""
 
+    matryoshka: list[int] = field(default_factory=list)
+    """Train one Matryoshka SAE with these nested levels (e.g. [1152, 2304, 4608, 9216]; the
+    last is the single width): loss = mean FVU of each prefix alone (sae/matryoshka.py)."""
+
     save_every_steps: int = 500
     """Write the checkpoints and the training state every this many steps."""
 
@@ -145,8 +150,15 @@ class TrainConfig:
             raise ValueError("warmup_steps, grad_clip and auxk_alpha must be >= 0")
         if self.k_aux is not None and self.k_aux <= 0:
             raise ValueError(f"k_aux must be positive, got {self.k_aux}")
+        if self.matryoshka:
+            self._check_matryoshka()
         if self.dead_after_tokens is not None and self.dead_after_tokens <= 0:
             raise ValueError(f"dead_after_tokens must be positive, got {self.dead_after_tokens}")
+
+    def _check_matryoshka(self) -> None:
+        if len(self.widths) != 1 or len(self.ks) != 1 or self.multi_topk:
+            raise ValueError("a Matryoshka SAE trains alone: one width, one k, no multi_topk")
+        self.matryoshka = check_levels(self.matryoshka, self.widths[0], self.ks[0])
 
     @classmethod
     def help(cls) -> dict[str, str]:
@@ -262,6 +274,7 @@ class Trainer:
                         n_latents=n,
                         k=k,
                         multi_topk=cfg.multi_topk,
+                        matryoshka=cfg.matryoshka,
                         hookpoint=hookpoint,
                         model_name=model_name,
                     )
@@ -378,8 +391,12 @@ class Trainer:
         fired: dict[str, Tensor] = {}
         for name, sae in self.saes.items():
             dead_mask = self.since_fired[name] > self.dead_after_tokens if can_be_dead else None
-            out = sae(x, dead_mask=dead_mask, k_aux=self.k_aux)
-            loss = out.fvu + cfg.auxk_alpha * out.auxk_loss
+            if sae.cfg.matryoshka:
+                out, level_fvus = nested_forward(sae, x, dead_mask=dead_mask, k_aux=self.k_aux)
+                loss = level_fvus.mean() + cfg.auxk_alpha * out.auxk_loss
+            else:
+                out = sae(x, dead_mask=dead_mask, k_aux=self.k_aux)
+                loss = out.fvu + cfg.auxk_alpha * out.auxk_loss
             if sae.cfg.multi_topk:
                 loss = loss + out.multi_topk_fvu / 8
             loss.backward()
@@ -586,6 +603,12 @@ class Trainer:
             raise ValueError(
                 f"cannot resume from {folder}: it was trained with optimizer={saved_optimizer}, "
                 f"this run has optimizer={self.cfg.optimizer}"
+            )
+        theirs_levels = meta.get("train_config", {}).get("matryoshka", [])
+        if theirs_levels != self.cfg.matryoshka:
+            raise ValueError(
+                f"cannot resume from {folder}: it was trained with matryoshka levels "
+                f"{theirs_levels or 'none'}, this run has {self.cfg.matryoshka or 'none'}"
             )
         mine = {"d_in": self.d_in, "saes": list(self.saes), "multi_topk": self.cfg.multi_topk}
         theirs = {key: meta.get(key) for key in mine}

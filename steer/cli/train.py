@@ -152,6 +152,11 @@ def train(
         "--activations",
         help="Train on activations cached by steer cache (this folder) instead of running the model; model, layer and corpus come from its cache.json.",
     ),
+    matryoshka: str = typer.Option(
+        None,
+        "--matryoshka",
+        help="Train one Matryoshka SAE with these nested levels, e.g. 1152,2304,4608,9216 (replaces --widths; one k): the first m latents form an SAE of their own for each m, opened as DIR@m.",
+    ),
 ) -> None:
     """Train TopK SAEs (Gao et al. 2024) on the residual stream after one block.
 
@@ -206,6 +211,9 @@ def train(
             corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
         )
     width_list = parse_widths(widths, d_model)
+    levels = parse_widths(matryoshka, d_model) if matryoshka else []
+    if levels:
+        width_list = [levels[-1]]
     for kk in ks:
         for width in width_list:
             if kk > width:
@@ -236,6 +244,7 @@ def train(
         dtype=dtype,
         optimizer=optimizer,
         activations=str(Path(activations).resolve()) if activations is not None else None,
+        matryoshka=levels,
     )
     if resume:
         check_resume_settings(out_dir, setting)
@@ -287,6 +296,7 @@ def train(
         dtype=dtype,
         multi_topk=multi_topk,
         activations=activations,
+        matryoshka=matryoshka,
     )
     if activations is not None:  # model, corpus and layer come from the cache
         for key in ("model", "layer", "corpus", "text_field", "ctx_len", "dtype"):
@@ -302,6 +312,7 @@ def train(
         "dtype": dtype,
         "seed": seed,
         "optimizer": optimizer,
+        "matryoshka": levels,
         "skip_first": 1,
         "world_size": dist_env.world_size,
     }
@@ -316,6 +327,7 @@ def train(
         lr=lr,
         optimizer=optimizer,
         multi_topk=multi_topk,
+        matryoshka=levels,
         save_every_steps=save_every,
         seed=seed,
         device=dev,

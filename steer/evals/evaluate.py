@@ -281,13 +281,27 @@ def save_density_histogram(frequencies: dict[str, Tensor], path: str | Path, tok
 
 
 def find_sae_dirs(path: str | Path) -> dict[str, Path]:
-    """A checkpoint folder, or a run folder holding several (`<n>-k<k>/cfg.json`)."""
-    folder = Path(path).expanduser()
+    """A checkpoint folder, or a run folder holding several (`<n>-k<k>/cfg.json`); a
+    Matryoshka SAE stands for all its levels (`DIR@m`), `DIR@m` for that one level."""
+    from sae.matryoshka import matryoshka_levels, prefix_path, split_prefix
+
+    base, prefix = split_prefix(Path(path).expanduser())
+    if prefix is not None:
+        if not base.is_dir():
+            raise ValueError(f"no SAE checkpoint at {base}")
+        return {f"{base.name}@{prefix}": Path(prefix_path(base, prefix))}
+    folder = base
     if not folder.exists():
         raise ValueError(f"no SAE checkpoint at {folder}")
     if (folder / "cfg.json").is_file() or not folder.is_dir():
-        return {folder.name: folder}
-    found = {p.parent.name: p.parent for p in sorted(folder.glob("*/cfg.json"))}
+        found = {folder.name: folder}
+    else:
+        found = {p.parent.name: p.parent for p in sorted(folder.glob("*/cfg.json"))}
     if not found:
         raise ValueError(f"{folder} holds no SAE checkpoint (no cfg.json in it or its subfolders)")
-    return found
+    levels = {}
+    for name, one in found.items():
+        for m in matryoshka_levels(one)[:-1]:
+            levels[f"{name}@{m}"] = Path(prefix_path(one, m))
+        levels[name] = one
+    return levels
