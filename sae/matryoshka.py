@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .kernels import selection_dtype
-from .model import CONFIG_FILE, ForwardOutput, TopKSAE, _sparse_ok, _TopKEncode, sparse_decode
+from .kernels import TopKEncode, selection_dtype, sparse_decode, sparse_ok
+from .model import CONFIG_FILE, ForwardOutput, TopKSAE
 
 PREFIX_SEP = "@"
 
@@ -97,11 +97,11 @@ def prefix_sae(sae: TopKSAE, m: int) -> TopKSAE:
 def _prefix_recon(sae: TopKSAE, x_n: Tensor, m: int) -> Tensor:
     """Reconstruction (N, d), normalised space, by the top k of the first m latents alone."""
     W_enc, b_enc, W_dec = sae.W_enc[:m], sae.b_enc[:m], sae.W_dec[:m]  # views: grads flow
-    if _sparse_ok(x_n):
+    if sparse_ok(x_n):
         select = sae.selection_dtype or (
             selection_dtype(x_n.device) if sae.dtype == torch.float32 else sae.dtype
         )
-        acts, idx, _ = _TopKEncode.apply(x_n, sae.b_pre, W_enc, b_enc, sae.k, False, None, select)
+        acts, idx, _ = TopKEncode.apply(x_n, sae.b_pre, W_enc, b_enc, sae.k, False, None, select)
     else:  # plain autograd for dtypes the sparse kernels do not take
         pre = F.relu(F.linear(x_n - sae.b_pre, W_enc, b_enc))  # (N, m)
         acts, idx = pre.topk(sae.k, dim=-1, sorted=False)  # (N, k)
