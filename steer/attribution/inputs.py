@@ -46,7 +46,10 @@ class InputAttribution:
 
 
 def _pre_act(sae: TopKSAE, x: Tensor, latent: int) -> Tensor:
-    """x (..., d) raw residual -> (...) ReLU'd pre-activation of one latent."""
+    """x (..., d) raw residual -> (...) one latent's activation: for TopK its ReLU'd
+    pre-activation (membership held fixed), for elementwise archs the activation itself."""
+    if getattr(sae, "is_elementwise", False):
+        return sae.activations(x.reshape(-1, x.shape[-1]), [latent]).view(x.shape[:-1])
     x_n = sae.normalize(x) - sae.b_pre  # (..., d)
     return F.relu(x_n @ sae.W_enc[latent] + sae.b_enc[latent])
 
