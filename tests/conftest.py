@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Sessions and error logs of the playground go to a throwaway folder, never the user's.
+os.environ["STEER_STATE_DIR"] = tempfile.mkdtemp(prefix="steer-state-")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 TINY_TEXT = [

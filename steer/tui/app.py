@@ -31,6 +31,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
+from .errors import ErrorContainment
 from .palette import CheckpointCommands, FeatureCommands, PresetCommands, SafePalette
 from .screens import (
     FindScreen,
@@ -76,7 +77,7 @@ class LoadFinished(Message):
         self.fatal = fatal
 
 
-class PlaygroundApp(App):
+class PlaygroundApp(ErrorContainment, App):
     """Baseline and steered completions side by side, features on sliders."""
 
     CSS_PATH = "steer.tcss"

@@ -16,10 +16,12 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
 
+from .errors import Contained
+
 TYPABLE = set("0123456789.")
 
 
-class Slider(Widget, can_focus=True):
+class Slider(Contained, Widget, can_focus=True):
     """A focusable slider over a float value, drawn as a bar centred on zero."""
 
     DEFAULT_CSS = """
@@ -157,7 +159,7 @@ class Slider(Widget, can_focus=True):
         return Content.assemble(*cells, " ", (number, number_style))
 
 
-class FeatureRow(Vertical):
+class FeatureRow(Contained, Vertical):
     """One active feature: a header (on/off, index, label) and a mode + strength slider."""
 
     BINDINGS = [
@@ -251,7 +253,7 @@ class FeatureRow(Vertical):
             rows[index].scroll_visible()
 
 
-class FeaturePanel(VerticalScroll):
+class FeaturePanel(Contained, VerticalScroll):
     """The active feature set, one FeatureRow per feature."""
 
     def rows(self) -> list[FeatureRow]:
@@ -295,7 +297,7 @@ class FeaturePanel(VerticalScroll):
         return next((r for r in self.rows() if r.latent == latent), None)
 
 
-class CompletionPane(VerticalScroll, can_focus=True):
+class CompletionPane(Contained, VerticalScroll, can_focus=True):
     """A scrolling pane of text: the prompt (dim) and the completion as it streams in."""
 
     def compose(self) -> ComposeResult:

@@ -51,3 +51,51 @@ async def test_palette_page_keys_right_after_ctrl_p(tmp_path):
         assert commands.highlighted > 1
         await pilot.press("pageup")
         assert commands.highlighted == 0
+
+
+# ---------------------------------------------------------------- errors are contained
+async def test_errors_in_actions_handlers_workers_and_timers_are_contained(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(PlaygroundApp, "action_help", broken)
+    monkeypatch.setattr(PlaygroundApp, "on_feature_row_request", broken)
+    app = PlaygroundApp(make_engine(tmp_path))
+    app.errors_log = tmp_path / "errors.log"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")  # a binding's action
+        app.add_feature(3)
+        await pilot.pause()
+        await pilot.press("space")  # a message handled by the app (the row's request)
+        app.run_worker(broken, thread=True)  # a worker with Textual's default exit_on_error
+        app.set_timer(0.01, broken)
+        await pilot.pause(0.1)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.is_running
+        assert app.contained == ["RuntimeError: planted failure"] * 4
+        shown = [n.message for n in app._notifications]
+        assert any("planted failure" in m and str(app.errors_log) in m for m in shown)
+        log = app.errors_log.read_text()
+        assert log.count("RuntimeError: planted failure") == 4 and "Traceback" in log
+        await pilot.press("ctrl+f")  # and the app still answers keys
+        assert type(app.screen).__name__ == "FindScreen"
+
+
+async def test_an_error_that_cannot_be_contained_exits_with_one_line(tmp_path, monkeypatch):
+    from textual.widgets import Input
+
+    async def broken_key(self, event):
+        raise RuntimeError("inside Textual's own widget")
+
+    monkeypatch.setattr(Input, "_on_key", broken_key)
+    app = PlaygroundApp(make_engine(tmp_path))
+    app.errors_log = tmp_path / "errors.log"
+    with pytest.raises(RuntimeError, match="own widget"):
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("a")
+            await pilot.pause()
+    assert app.return_code == 1
+    message = app.crash_message
+    assert "\n" not in message and str(app.errors_log) in message
+    assert "inside Textual's own widget" in app.errors_log.read_text()
