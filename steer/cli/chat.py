@@ -51,3 +51,7 @@ def chat(
         engine, model=model or DEFAULT_MODEL, sae_path=sae, auto_regenerate=auto_regenerate
     )
     app.run()
+    if app.crash_message:  # an error the app could not contain: one line, not a traceback
+        typer.echo(app.crash_message, err=True)
+    if app.return_code:
+        raise typer.Exit(app.return_code)

@@ -99,3 +99,21 @@ async def test_an_error_that_cannot_be_contained_exits_with_one_line(tmp_path, m
     message = app.crash_message
     assert "\n" not in message and str(app.errors_log) in message
     assert "inside Textual's own widget" in app.errors_log.read_text()
+
+
+def test_chat_command_exits_non_zero_with_the_crash_line(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from steer.cli.main import app as cli
+
+    def crashed_run(self):
+        self.crash_message = "steer chat stopped after an error ...; log: X; session saved: Y"
+        self._return_code = 1
+
+    monkeypatch.setattr("steer.app.engine.find_default_sae", lambda: tmp_path)
+    monkeypatch.setattr(PlaygroundApp, "run", crashed_run)
+    result = CliRunner().invoke(cli, ["chat"])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip() == "steer chat stopped after an error ...; log: X; session saved: Y"
+    )
