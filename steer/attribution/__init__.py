@@ -8,7 +8,7 @@ inputs.py    input -> feature: gradient × embedding (or IG), checked by droppin
 """
 
 from .exact import ablation_effects, error_effect
-from .inputs import InputAttribution, drop_effects, input_attribution
+from .inputs import InputAttribution, drop_effects, input_attribution, input_attributions
 from .patching import METHODS, Attribution, LatentScore, attribute, residual_gradient
 from .targets import Target, resolve_target, single_token
 
@@ -23,6 +23,7 @@ __all__ = [
     "drop_effects",
     "error_effect",
     "input_attribution",
+    "input_attributions",
     "resolve_target",
     "residual_gradient",
     "single_token",

@@ -45,37 +45,91 @@ class InputAttribution:
         return [(int(t), float(self.scores[t])) for t in order]
 
 
-def _pre_act(sae: TopKSAE, x: Tensor, latent: int) -> Tensor:
-    """x (..., d) raw residual -> (...) one latent's activation: for TopK its ReLU'd
-    pre-activation (membership held fixed), for elementwise archs the activation itself."""
+def _pre_act(sae: TopKSAE, x: Tensor, latent: int | Tensor) -> Tensor:
+    """x (..., d) raw residual -> (...) a latent's activation: for TopK its ReLU'd
+    pre-activation (membership held fixed), for elementwise archs the activation itself.
+    latent: one index, or one per row of x (a tensor of x's leading shape)."""
+    lat = torch.as_tensor(latent, device=sae.device, dtype=torch.long).expand(x.shape[:-1])
+    flat, lat = x.reshape(-1, x.shape[-1]), lat.reshape(-1)  # (N, d), (N,)
     if getattr(sae, "is_elementwise", False):
-        return sae.activations(x.reshape(-1, x.shape[-1]), [latent]).view(x.shape[:-1])
-    x_n = sae.normalize(x) - sae.b_pre  # (..., d)
-    return F.relu(x_n @ sae.W_enc[latent] + sae.b_enc[latent])
+        acts = sae.activations(flat, lat)  # (N, N): row r, column r is row r's latent
+        return acts.diagonal().view(x.shape[:-1])
+    x_n = sae.normalize(flat) - sae.b_pre  # (N, d)
+    pre = (x_n * sae.W_enc[lat]).sum(-1) + sae.b_enc[lat]  # (N,)
+    return F.relu(pre).view(x.shape[:-1])
 
 
 def _embedding_grad(
-    lm: LoadedModel, sae: TopKSAE, ids: Tensor, latent: int, scale: Tensor
+    lm: LoadedModel, sae: TopKSAE, ids: Tensor, latents: Tensor, positions: Tensor, scale: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """ids (T,), scale (s, T): the embeddings of row r are scaled by scale[r].
-    -> (act per row (s,), embeddings (T, d), ∂act/∂embedding per row (s, T, d))."""
+    """Row r reads latents[r] at positions[r] with its embeddings scaled by scale[r].
+    ids (T,), latents and positions (R,), scale (R, T).
+    -> (act per row (R,), embeddings (T, d), ∂act/∂embedding per row (R, T, d))."""
     held: dict[str, Tensor] = {}
 
     def hook(_module, _args, output):
-        held["e"] = output.detach()[:1]  # (1, T, d)
-        held["leaf"] = (output.detach() * scale[..., None].to(output.dtype)).requires_grad_(True)
+        held["e"] = output.detach()[0]  # (T, d)
+        held["leaf"] = (output.detach() * scale[..., None].to(output)).requires_grad_(True)
         return held["leaf"]
 
-    emb = lm.model.get_input_embeddings()
-    handle = emb.register_forward_hook(hook)
+    R = len(latents)
+    handle = lm.model.get_input_embeddings().register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            x = lm.residual(ids[None].expand(scale.shape[0], -1).to(lm.device), sae_layer(lm, sae))
-            act = _pre_act(sae, x[:, -1].to(sae.device), latent)  # (s,)
-            (g,) = torch.autograd.grad(act.sum(), held["leaf"])
+            x = lm.residual(ids[None].expand(R, -1).to(lm.device), sae_layer(lm, sae))  # (R, T, d)
+            x_read = x[torch.arange(R), positions.to(x.device)].to(sae.device)  # (R, d)
+            act = _pre_act(sae, x_read, latents)  # (R,)
+            (g,) = torch.autograd.grad(act.sum(), held["leaf"])  # rows are independent
     finally:
         handle.remove()
-    return act.detach().cpu(), held["e"][0], g
+    return act.detach().cpu(), held["e"], g
+
+
+def input_attributions(
+    lm: LoadedModel,
+    sae: TopKSAE,
+    ids: Tensor | list[int],
+    pairs: list[tuple[int, int]],
+    *,
+    method: str = "linear",
+    steps: int = 10,
+    check: int = 3,
+) -> list[InputAttribution]:
+    """For each (latent, position): score every token 0..position for driving the latent
+    there, in one batch; check the strongest `check` tokens (other than the position's
+    own) by dropping them."""
+    ids = as_ids(ids)
+    T = len(ids)
+    if method not in ("linear", "ig"):
+        raise ValueError(f"unknown attribution method {method!r}: use linear, ig")
+    if not pairs:
+        return []
+    check_latents(sae, [latent for latent, _ in pairs])
+    qs = []
+    for _, position in pairs:
+        q = position + T if position < 0 else position
+        if not 0 <= q < T:
+            raise ValueError(f"position {position} is out of range for {T} tokens")
+        qs.append(q)
+    ids = ids[: max(qs) + 1]
+    n, s = len(pairs), steps if method == "ig" else 1
+    latents = torch.tensor([latent for latent, _ in pairs])
+    act, e, g = _embedding_grad(lm, sae, ids, latents, torch.tensor(qs), torch.ones(n, len(ids)))
+    if method == "ig":  # row i·s + j is pair i at α_j; position 0, the sink, stays whole
+        scale = torch.ones(n * s, len(ids))  # (n·s, T)
+        scale[:, 1:] = (torch.arange(1, s + 1) / s).repeat(n)[:, None]
+        reps = (latents.repeat_interleave(s), torch.tensor(qs).repeat_interleave(s))
+        _, _, g = _embedding_grad(lm, sae, ids, *reps, scale)
+    scores = (e * g.view(n, s, *g.shape[1:]).mean(1)).sum(-1).float().cpu()  # (n, T)
+    out = []
+    for i, ((latent, _), q) in enumerate(zip(pairs, qs, strict=True)):
+        res = InputAttribution(latent, q, float(act[i]), scores[i, : q + 1].clone())
+        if check > 0:
+            others = [t for t, _ in res.top(q + 1) if t != q][:check]
+            effects = drop_effects(lm, sae, ids[: q + 1], latent, others)
+            res.drops = dict(zip(others, effects, strict=True))
+        out.append(res)
+    return out
 
 
 def input_attribution(
@@ -89,27 +143,10 @@ def input_attribution(
     steps: int = 10,
     check: int = 3,
 ) -> InputAttribution:
-    """Score every token 0..position for driving `latent` at `position`; check the
-    strongest `check` tokens (other than the position's own) by dropping them."""
-    ids = as_ids(ids)
-    check_latents(sae, [latent])
-    T = len(ids)
-    q = position + T if position < 0 else position
-    if not 0 <= q < T:
-        raise ValueError(f"position {position} is out of range for {T} tokens")
-    if method not in ("linear", "ig"):
-        raise ValueError(f"unknown attribution method {method!r}: use linear, ig")
-    ids = ids[: q + 1]
-    act, e, g = _embedding_grad(lm, sae, ids, latent, torch.ones(1, q + 1))
-    if method == "ig" and q > 0:
-        scale = torch.ones(steps, q + 1)  # (s, T): position 0, the sink, stays whole
-        scale[:, 1:] = (torch.arange(1, steps + 1, dtype=torch.float32) / steps)[:, None]
-        _, _, g = _embedding_grad(lm, sae, ids, latent, scale)
-    scores = (e * g.mean(0)).sum(-1).float().cpu()  # (q + 1,)
-    out = InputAttribution(latent, q, float(act[0]), scores)
-    if check > 0:
-        others = [t for t, _ in out.top(q + 1) if t != q][:check]
-        out.drops = dict(zip(others, drop_effects(lm, sae, ids, latent, others), strict=True))
+    """`input_attributions` for one (latent, position)."""
+    (out,) = input_attributions(
+        lm, sae, ids, [(latent, position)], method=method, steps=steps, check=check
+    )
     return out
 
 
@@ -124,8 +161,7 @@ def drop_effects(
     T = len(ids)
     if any(not 0 <= t < T - 1 for t in drop):
         raise ValueError(f"can only drop tokens before the last one (0..{T - 2})")
-    keep = [[j for j in range(T) if j != t] for t in drop]
-    rows = torch.stack([ids[k] for k in keep])  # (c, T - 1)
+    rows = torch.stack([ids[[j for j in range(T) if j != t]] for t in drop])  # (c, T - 1)
     layer = sae_layer(lm, sae)
     full = _pre_act(sae, lm.residual(ids[None].to(lm.device), layer)[0, -1].to(sae.device), latent)
     less = _pre_act(sae, lm.residual(rows.to(lm.device), layer)[:, -1].to(sae.device), latent)

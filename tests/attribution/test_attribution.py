@@ -20,6 +20,7 @@ from steer.attribution import (
     drop_effects,
     error_effect,
     input_attribution,
+    input_attributions,
     resolve_target,
 )
 from steer.attribution.patching import residual_gradient
@@ -180,3 +181,15 @@ def test_bad_targets_say_what_is_wrong(tiny_tokenizer, ids):
     assert (t.read_at, t.token, t.contrast) == (len(ids) - 2, int(ids[-1]), 3)
     with pytest.raises(ValueError, match="method"):
         attribute(make_tiny_lm("llama"), make_sae(make_tiny_lm("llama"), 1), ids, t, method="x")
+
+
+def test_batched_input_attributions_equal_one_at_a_time(ids, one_thread):
+    lm = make_tiny_lm("llama")
+    sae = make_sae(lm, layer=2)
+    pairs = [(5, 7), (9, 3), (5, 11)]
+    for method in ("linear", "ig"):
+        batched = input_attributions(lm, sae, ids, pairs, method=method, steps=3, check=0)
+        for (latent, q), b in zip(pairs, batched, strict=True):
+            one = input_attribution(lm, sae, ids[: q + 1], latent, q, method=method, steps=3)
+            assert b.act == pytest.approx(one.act, abs=1e-6)
+            torch.testing.assert_close(b.scores, one.scores, atol=1e-6, rtol=1e-4)
