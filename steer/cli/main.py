@@ -31,6 +31,7 @@ COMMANDS = [
     ("cache", "cache", "cache"),
     ("eval", "evaluate", "evaluate"),
     ("generate", "generate", "generate"),
+    ("attribute", "attribute", "attribute"),
     ("features", "features", "features"),
     ("index", "index", "index"),
     ("models", "models", "models"),
