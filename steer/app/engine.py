@@ -19,7 +19,6 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,143 +33,29 @@ from steer.steering.generate import (
     generate_rows,
 )
 
-DEFAULT_SAE_ROOT = "smollm2-135m"  # checkpoints/<this>/ holds the SAE shipped with the project
+# Re-exported: callers (the CLI, the palette, tests) import these from the engine.
+from .checkpoints import (  # noqa: F401
+    DEFAULT_SAE_ROOT,
+    checkpoint_roots,
+    default_presets_dir,
+    find_default_sae,
+    is_sae_folder,
+    list_checkpoints,
+)
+from .views import (  # noqa: F401
+    Context,
+    FeatureHit,
+    FeatureInfo,
+    Generation,
+    TokenActs,
+    TokenView,
+    Turn,
+)
 
 Progress = Callable[[float, str], None]
 """progress(fraction in 0..1, message): called while loading."""
 
 
-@dataclass
-class FeatureHit:
-    """One row of a feature search: a latent, a score and its label."""
-
-    latent: int
-    score: float | None  # activation on the searched text, or None for a label search
-    label: str
-
-
-@dataclass
-class Context:
-    """A top activating context: tokens, their activations, the position of the max."""
-
-    tokens: list[str]
-    acts: list[float]
-    max_pos: int
-
-
-@dataclass
-class FeatureInfo:
-    """Everything the inspector shows about one latent."""
-
-    latent: int
-    label: str
-    frequency: float | None  # fraction of corpus tokens it fires on (None without catalog)
-    mean_act: float | None
-    max_act: float | None
-    top_tokens: list[str]  # logit lens: tokens W_dec[i] promotes
-    bottom_tokens: list[str]  # ... and suppresses
-    contexts: list[Context]
-    related: list[FeatureHit] = field(default_factory=list)
-
-
-@dataclass
-class TokenActs:
-    tokens: list[str]
-    acts: list[float]
-
-
-@dataclass
-class TokenView:
-    """How strongly one latent fires on each token of the prompt and both completions."""
-
-    latent: int
-    label: str
-    prompt: TokenActs
-    baseline: TokenActs
-    steered: TokenActs | None  # None when no SAE row was generated
-    scale: float  # activation drawn at full intensity
-
-
-@dataclass
-class Turn:
-    """One exchange of a chat: the user's message and both replies."""
-
-    user: str
-    baseline: str
-    steered: str
-
-
-@dataclass
-class Generation:
-    """The latest generation: what the panes show and what the per-token view reads."""
-
-    prompt: str
-    prompt_ids: list[int]
-    token_ids: list[list[int]]  # per row: 0 = baseline, 1 = steered
-    texts: list[str]
-    done: list[bool]
-    chat: bool
-    cancelled: bool = False
-    finished: bool = False
-
-
-# ---------------------------------------------------------------- where checkpoints live
-def checkpoint_roots() -> list[Path]:
-    """Folders named `checkpoints` that may hold SAEs: in the package, the repo, the cwd."""
-    here = Path(__file__).resolve().parent
-    roots = [here / "checkpoints", here.parent / "checkpoints", Path.cwd() / "checkpoints"]
-    unique: list[Path] = []
-    for root in roots:
-        if root.is_dir() and root.resolve() not in unique:
-            unique.append(root.resolve())
-    return unique
-
-
-def is_sae_folder(folder: Path) -> bool:
-    return (folder / "cfg.json").is_file() and (folder / "sae.safetensors").is_file()
-
-
-def find_default_sae(roots: list[Path] | None = None) -> Path | None:
-    """The SAE shipped for the embedded model, or None.
-
-    Under checkpoints/smollm2-135m/: the folder holding a `DEFAULT` marker file (the file
-    may also name a folder relative to itself), else the first `*/*/cfg.json`.
-    """
-    for root in roots if roots is not None else checkpoint_roots():
-        base = root / DEFAULT_SAE_ROOT
-        if not base.is_dir():
-            continue
-        for marker in sorted(base.rglob("DEFAULT")):
-            named = marker.read_text().strip() if marker.stat().st_size < 4096 else ""
-            candidates = [marker.parent / named] if named else []
-            candidates.append(marker.parent)
-            for folder in candidates:
-                if folder.is_dir() and (folder / "cfg.json").is_file():
-                    return folder
-                nested = sorted(folder.rglob("cfg.json")) if folder.is_dir() else []
-                if nested:
-                    return nested[0].parent
-        found = sorted(base.glob("*/*/cfg.json"))
-        if found:
-            return found[0].parent
-    return None
-
-
-def list_checkpoints(roots: list[Path] | None = None) -> list[Path]:
-    """Every SAE folder (cfg.json + sae.safetensors) under the checkpoint roots."""
-    found: list[Path] = []
-    for root in roots if roots is not None else checkpoint_roots():
-        found.extend(sorted(p.parent for p in root.rglob("cfg.json") if is_sae_folder(p.parent)))
-    return found
-
-
-def default_presets_dir() -> Path:
-    from steer.lm.models import steer_home
-
-    return steer_home() / "presets"
-
-
-# ---------------------------------------------------------------- the engine
 class PlaygroundEngine:
     """The playground's view-model. Build it empty and `load`, or hand it a model and SAE."""
 

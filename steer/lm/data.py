@@ -19,9 +19,10 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
+import itertools
 import json
 import lzma
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,23 @@ def in_heldout(doc_index: int, fraction: float, seed: int = 0) -> bool:
     return int.from_bytes(digest, "little") / 2**64 < fraction
 
 
+def pack_texts(texts: Iterable[str], tokenizer, ctx_len: int) -> Iterator[torch.Tensor]:
+    """Tokenize documents (in batches of TOKENIZE_BATCH_DOCS), join them with EOS and cut
+    contexts of ctx_len tokens, each (ctx_len,) int64; empty documents are skipped and a
+    partial last context is dropped."""
+    eos = tokenizer.eos_token_id
+    buffer: list[int] = []
+    documents = (t for t in texts if t)
+    while batch := list(itertools.islice(documents, TOKENIZE_BATCH_DOCS)):
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            buffer.extend(ids)
+            if eos is not None:
+                buffer.append(eos)
+        while len(buffer) >= ctx_len:
+            yield torch.tensor(buffer[:ctx_len], dtype=torch.long)
+            del buffer[:ctx_len]
+
+
 @dataclass
 class TokenContexts:
     """A re-iterable, deterministic stream of packed token contexts, each (ctx_len,) int64.
@@ -205,36 +223,8 @@ class TokenContexts:
             if self.split == "all" or held == (self.split == "heldout"):
                 yield text
 
-    def _packed(self) -> Iterator[torch.Tensor]:
-        eos = self.tokenizer.eos_token_id
-        buffer: list[int] = []
-        batch: list[str] = []
-
-        def flush():
-            encoded = self.tokenizer(batch, add_special_tokens=False)["input_ids"]
-            for ids in encoded:
-                buffer.extend(ids)
-                if eos is not None:
-                    buffer.append(eos)
-
-        documents = self.documents()
-        for text in documents:
-            if text:
-                batch.append(text)
-            if len(batch) >= TOKENIZE_BATCH_DOCS:
-                flush()
-                batch = []
-                while len(buffer) >= self.ctx_len:
-                    yield torch.tensor(buffer[: self.ctx_len], dtype=torch.long)
-                    del buffer[: self.ctx_len]
-        if batch:
-            flush()
-        while len(buffer) >= self.ctx_len:
-            yield torch.tensor(buffer[: self.ctx_len], dtype=torch.long)
-            del buffer[: self.ctx_len]
-
     def __iter__(self) -> Iterator[torch.Tensor]:
-        contexts = self._packed()
+        contexts = pack_texts(self.documents(), self.tokenizer, self.ctx_len)
         if self.shuffle_buffer > 1:
             contexts = buffer_shuffle(contexts, self.shuffle_buffer, self.seed)
         count = 0

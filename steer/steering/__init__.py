@@ -1,24 +1,26 @@
 """The levers: interventions on the residual stream and steered generation.
 
-intervention.py  what a lever is (feature, strength, mode, positions) and the hook that applies it
+intervention.py  what a lever is (feature, strength, mode), parsed and checked; open_sae
+plan.py          a batch's levers turned into tensors (raw units, clamp masks)
+hook.py          the forward hook on block L that applies a plan
 generate.py      baseline and steered completions side by side, token by token
 presets.py       levers and settings saved to / read from JSON
 readouts.py      which latents fire on a text (the SAE read without editing anything)
 """
 
+from .hook import SteeringHook
 from .intervention import (
     MODES,
     POSITIONS,
     Intervention,
     Mode,
     Positions,
-    SteeringHook,
     check_latents,
     open_sae,
     parse_feature,
     sae_layer,
-    strength_scales,
 )
+from .plan import SteeringPlan, strength_scales
 
 __all__ = [
     "MODES",
@@ -27,6 +29,7 @@ __all__ = [
     "Mode",
     "Positions",
     "SteeringHook",
+    "SteeringPlan",
     "check_latents",
     "open_sae",
     "parse_feature",

@@ -26,7 +26,8 @@ from torch import Tensor
 from sae import TopKSAE
 from steer.lm.models import LoadedModel
 
-from .intervention import POSITIONS, Intervention, Positions, SteeringHook
+from .hook import SteeringHook
+from .intervention import POSITIONS, Intervention, Positions
 from .readouts import feature_activations, top_features  # noqa: F401  (re-exported)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from builders import ENGINE_LAYER, PROMPT, make_engine, make_tiny_sae
 from conftest import make_tiny_lm
 
 from sae import SAEConfig, TopKSAE
+from steer.app.checkpoints import checkpoint_roots
 from steer.app.engine import PlaygroundEngine, find_default_sae, list_checkpoints
 
 LAYER = ENGINE_LAYER
@@ -40,6 +42,12 @@ def test_default_sae_is_the_marked_folder_else_the_first_run(tmp_path):
     (marked.parent / "DEFAULT").write_text("resid_post.16\n")
     assert find_default_sae([root]) == marked
     assert set(list_checkpoints([root])) == {first, marked}
+
+
+def test_the_repository_checkpoints_are_found_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    assert repo / "checkpoints" in checkpoint_roots()
 
 
 # ---------------------------------------------------------------- loading

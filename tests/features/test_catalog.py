@@ -17,7 +17,7 @@ from steer.features.catalog import (
     logit_lens,
     token_bytes,
 )
-from steer.features.catalog.store import _TopContexts
+from steer.features.catalog.build import _TopContexts
 
 LAYER = CATALOG_LAYER
 

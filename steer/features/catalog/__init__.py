@@ -1,17 +1,21 @@
 """The feature catalog: per-latent statistics, top contexts, logit lens, labels and search,
-stored beside each SAE in `catalog/`."""
+stored beside each SAE in `catalog/`.
 
+store.py (the FeatureCatalog, its files, token bytes), build.py (indexing a corpus),
+lens.py (logit lens), labels.py (short labels), search.py (the latents firing on a text).
+"""
+
+from .build import build_catalog
+from .labels import make_label
+from .lens import logit_lens
+from .search import latents_for_text
 from .store import (
     CATALOG_DIR,
     ContextExample,
     FeatureCatalog,
     FeatureEntry,
-    build_catalog,
     catalog_dir,
     decode_pieces,
-    latents_for_text,
-    logit_lens,
-    make_label,
     sae_fingerprint,
     token_bytes,
 )

@@ -1,0 +1,62 @@
+"""Where SAEs live on disk: the checkpoint folders, the shipped default SAE, presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_SAE_ROOT = "smollm2-135m"  # checkpoints/<this>/ holds the SAE shipped with the project
+
+
+def checkpoint_roots() -> list[Path]:
+    """Folders named `checkpoints` that may hold SAEs: in the package, the repo, the cwd."""
+    package = Path(__file__).resolve().parents[1]  # steer/ (its parent: the repository)
+    roots = [package / "checkpoints", package.parent / "checkpoints", Path.cwd() / "checkpoints"]
+    unique: list[Path] = []
+    for root in roots:
+        if root.is_dir() and root.resolve() not in unique:
+            unique.append(root.resolve())
+    return unique
+
+
+def is_sae_folder(folder: Path) -> bool:
+    return (folder / "cfg.json").is_file() and (folder / "sae.safetensors").is_file()
+
+
+def find_default_sae(roots: list[Path] | None = None) -> Path | None:
+    """The SAE shipped for the embedded model, or None.
+
+    Under checkpoints/smollm2-135m/: the folder holding a `DEFAULT` marker file (the file
+    may also name a folder relative to itself), else the first `*/*/cfg.json`.
+    """
+    for root in roots if roots is not None else checkpoint_roots():
+        base = root / DEFAULT_SAE_ROOT
+        if not base.is_dir():
+            continue
+        for marker in sorted(base.rglob("DEFAULT")):
+            named = marker.read_text().strip() if marker.stat().st_size < 4096 else ""
+            candidates = [marker.parent / named] if named else []
+            candidates.append(marker.parent)
+            for folder in candidates:
+                if folder.is_dir() and (folder / "cfg.json").is_file():
+                    return folder
+                nested = sorted(folder.rglob("cfg.json")) if folder.is_dir() else []
+                if nested:
+                    return nested[0].parent
+        found = sorted(base.glob("*/*/cfg.json"))
+        if found:
+            return found[0].parent
+    return None
+
+
+def list_checkpoints(roots: list[Path] | None = None) -> list[Path]:
+    """Every SAE folder (cfg.json + sae.safetensors) under the checkpoint roots."""
+    found: list[Path] = []
+    for root in roots if roots is not None else checkpoint_roots():
+        found.extend(sorted(p.parent for p in root.rglob("cfg.json") if is_sae_folder(p.parent)))
+    return found
+
+
+def default_presets_dir() -> Path:
+    from steer.lm.models import steer_home
+
+    return steer_home() / "presets"

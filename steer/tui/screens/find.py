@@ -1,0 +1,165 @@
+"""Find features: by the text they fire on, by label, or by #id."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
+
+from .common import deliver, first_line
+from .inspector import InspectorScreen
+
+
+class FindScreen(ModalScreen[None]):
+    """Type text: the features firing on it, and the features whose labels match it."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close", show=False),
+        Binding("down", "results", "Results", show=False),
+        Binding("a", "add(False)", "Add", show=False),
+        Binding("i", "inspect", "Inspect", show=False),
+    ]
+
+    def __init__(self, engine, query: str = "") -> None:
+        super().__init__()
+        self.engine = engine
+        self.initial = query
+        self.hits: dict[str, int] = {}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="find-box", classes="dialog") as box:
+            box.border_title = "Find features"
+            box.border_subtitle = "↓ results · enter add · a keep adding · i inspect · esc"
+            yield Input(
+                self.initial,
+                placeholder="text the feature should fire on, a label word, or #123",
+                id="find-input",
+            )
+            yield OptionList(id="find-results")
+            yield Static("", id="find-status")
+
+    def on_mount(self) -> None:
+        self.query_one("#find-results", OptionList).display = False
+        if self.initial:
+            self.run_search(self.initial)
+
+    @on(Input.Submitted, "#find-input")
+    def submitted(self, event: Input.Submitted) -> None:
+        self.run_search(event.value)
+
+    def run_search(self, query: str) -> None:
+        if not query.strip():
+            self.query_one("#find-status", Static).update("type some text first")
+            return
+        self.query_one("#find-status", Static).update("searching…")
+        self.search_worker(query)
+
+    @work(thread=True, exclusive=True, group="find", exit_on_error=False)
+    def search_worker(self, query: str) -> None:
+        worker = get_current_worker()
+        by_text, by_label, errors = [], [], []
+        jump = query.strip().lstrip("#").isdigit()
+        try:
+            if jump:
+                by_label = self.engine.search(query)
+            else:
+                by_text = self.engine.find_by_text(query)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            errors.append(first_line(err))
+        if not jump and self.engine.catalog is not None:
+            try:
+                by_label = self.engine.search(query)
+            except Exception as err:  # noqa: BLE001
+                errors.append(first_line(err))
+        if not worker.is_cancelled:
+            deliver(self, self.show_results, by_text, by_label, errors)
+
+    def show_results(self, by_text, by_label, errors) -> None:
+        results = self.query_one("#find-results", OptionList)
+        results.clear_options()
+        self.hits = {}
+        options: list[Option | None] = []
+        if by_text:
+            unit = "activation ÷ max" if self.engine.max_acts is not None else "activation"
+            options.append(
+                Option(
+                    Content.assemble(
+                        ("Fires on this text", "bold $accent"), (f"  ({unit})", "dim")
+                    ),
+                    disabled=True,
+                )
+            )
+            for hit in by_text:
+                options.append(self._option("t", hit, f"{hit.score:7.2f}"))
+        if by_label:
+            if options:
+                options.append(None)
+            options.append(Option(Content.styled("Labels matching", "bold $accent"), disabled=True))
+            for hit in by_label:
+                options.append(self._option("l", hit, ""))
+        results.add_options(options)
+        results.display = bool(self.hits)
+        status = (
+            " · ".join(errors)
+            if errors
+            else f"{len(self.hits)} results"
+            if self.hits
+            else "nothing found"
+        )
+        self.query_one("#find-status", Static).update(status)
+        if self.hits:
+            first = next(i for i, o in enumerate(options) if o is not None and not o.disabled)
+            results.highlighted = first
+
+    def _option(self, kind: str, hit, score: str) -> Option:
+        option_id = f"{kind}{hit.latent}"
+        self.hits[option_id] = hit.latent
+        label = hit.label or "(no label)"
+        prompt = Content.assemble(
+            (f"{score} ", "dim") if score else "",
+            (f"#{hit.latent:<6}", "bold"),
+            " ",
+            (label, "" if hit.label else "dim"),
+        )
+        return Option(prompt, id=option_id)
+
+    def _selected(self) -> int | None:
+        results = self.query_one("#find-results", OptionList)
+        if results.highlighted is None or not results.display:
+            return None
+        option = results.get_option_at_index(results.highlighted)
+        return self.hits.get(option.id or "")
+
+    @on(OptionList.OptionSelected, "#find-results")
+    def chosen(self, event: OptionList.OptionSelected) -> None:
+        self.action_add(True)
+
+    def action_add(self, close: bool = False) -> None:
+        latent = self._selected()
+        if latent is None:
+            return
+        self.app.add_feature(latent)
+        if close:
+            self.dismiss()
+
+    def action_inspect(self) -> None:
+        latent = self._selected()
+        if latent is not None:
+            self.app.push_screen(InspectorScreen(self.engine, latent))
+
+    def action_results(self) -> None:
+        results = self.query_one("#find-results", OptionList)
+        if results.display:
+            results.focus()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        # `a` and `i` are letters: while the search box has focus they are typed, not actions.
+        if action in ("add", "inspect") and isinstance(self.focused, Input):
+            return False
+        return True

@@ -1,0 +1,43 @@
+"""The loading screen: shown while the model, the SAE and its catalog load."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Center
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import ProgressBar, Static
+
+
+class LoadingScreen(Screen):
+    """Shown while the model, the SAE and its catalog load (in a worker thread)."""
+
+    BINDINGS = [Binding("q", "app.quit", "Quit", show=False)]
+
+    def __init__(self, what: str) -> None:
+        super().__init__(id="loading")
+        self.what = what
+
+    def compose(self) -> ComposeResult:
+        with Center(id="loading-box"):
+            yield Static(
+                Content.assemble(("steer", "bold $accent"), " · feature-steering playground"),
+                id="loading-title",
+            )
+            yield Static(f"Loading {self.what}", id="loading-what")
+            yield ProgressBar(total=100, show_eta=False, id="loading-bar")
+            yield Static("", id="loading-step")
+
+    def set_progress(self, fraction: float, message: str) -> None:
+        self.query_one(ProgressBar).update(progress=round(100 * max(0.0, min(1.0, fraction))))
+        self.query_one("#loading-step", Static).update(message)
+
+    def show_error(self, message: str) -> None:
+        self.query_one(ProgressBar).display = False
+        self.query_one("#loading-what", Static).update(
+            Content.assemble(("could not load: ", "bold $error"), message)
+        )
+        self.query_one("#loading-step", Static).update(
+            Content.styled("press q or ctrl+q to quit", "dim")
+        )
