@@ -136,7 +136,7 @@ def _examples(name, windows, texts_of, starts, tokenizer, window, rng, n):
     if name == "shuffled":
         return [rng.sample(w, len(w)) for w in source], neg
     pos = []  # uppercase
-    for w, text in zip(source, texts_of[n : 2 * n], strict=True):
+    for text in texts_of[n : 2 * n]:
         upper = tokenizer(text.upper(), add_special_tokens=False).input_ids[:window]
         if len(upper) == window:
             pos.append(upper)

@@ -54,7 +54,7 @@ def test_newton_probes_match_a_brute_force_fit():
         params = torch.zeros(2, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
 
-        def closure(j=j):
+        def closure(j=j, opt=opt, params=params):
             opt.zero_grad()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 x[:, j] * params[0] + params[1], y
