@@ -75,6 +75,28 @@ def evaluate(
     hist: Path = typer.Option(
         None, "--hist", help="Save a latent-density histogram (log10 firing frequency) to this PNG."
     ),
+    probes: bool = typer.Option(
+        False,
+        "--probes",
+        help="Probe loss (Gao et al. §4.2): ten binary tasks built from the held-out text (year, quote, parenthesis, gender, sport, music, place, article start, shuffled, uppercase); best 1-D logistic probe on one latent, and on one residual coordinate for comparison.",
+    ),
+    probe_examples: int = typer.Option(
+        64, "--probe-examples", help="Examples per class and task (windows of 32 tokens)."
+    ),
+    ablation: bool = typer.Option(
+        False,
+        "--ablation",
+        help="Ablation sparsity (Gao et al. §4.5): ablate each active latent at a position, (L1/L2)^2 of the median-centred logit change over the next --ablation-horizon positions.",
+    ),
+    ablation_contexts: int = typer.Option(
+        8, "--ablation-contexts", help="Contexts (24 tokens each) for --ablation."
+    ),
+    ablation_positions: int = typer.Option(
+        2, "--ablation-positions", help="Positions per context whose active latents are ablated."
+    ),
+    ablation_horizon: int = typer.Option(
+        8, "--ablation-horizon", help="Positions, from the ablated one on, whose logits count."
+    ),
 ) -> None:
     """Evaluate SAEs on held-out text, with their reconstruction spliced into the model.
 
@@ -91,6 +113,14 @@ def evaluate(
       KL              KL(p_clean || p_spliced), next-token distributions
 
     CE and KL are in nats per predicted token. Dead and dense fractions are measured on the eval tokens only: a short eval overstates the dead fraction.
+
+    With --probes / --ablation (the paper's feature-quality metrics, on the same held-out text):
+
+      probe loss      mean over tasks of the best held-out cross-entropy of a 1-D
+                      logistic probe on one latent (log 2 = 0.693 is chance);
+                      "resid" is the same on one residual coordinate
+      abl. sparsity   (L1/L2)^2 of the median-centred logit change (horizon x vocab)
+                      when one active latent is ablated: about how many logits move
     """
     from sae import load_sae
     from steer.evals.evaluate import (
@@ -159,6 +189,8 @@ def evaluate(
         autocast=dtype == "auto",
     )
     results = _run(lm, saes, layer_index, contexts, cfg, quiet=as_json)
+    if probes or ablation:
+        _paper_metrics(results, lm, saes, layer_index, contexts, locals(), quiet=as_json)
     if hist is not None:
         freqs = {name: r["frequencies"] for name, r in results.items()}
         save_density_histogram(freqs, hist, next(iter(results.values()))["tokens"])
@@ -170,6 +202,40 @@ def evaluate(
         typer.echo(json.dumps(results, indent=2))
     else:
         _print_table(results, hist)
+
+
+def _paper_metrics(results, lm, saes, layer, contexts, opts: dict, quiet: bool) -> None:
+    from steer.evals.paper import add_ablation_metrics, add_probe_metrics
+
+    note = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    autocast = opts["dtype"] == "auto"
+    if opts["probes"]:
+        if opts["probe_examples"] < 8:
+            raise ValueError("--probe-examples must be at least 8")
+        note("probe tasks: building from the held-out text, fitting 1-D probes ...")
+        sizes = add_probe_metrics(
+            results,
+            lm,
+            saes,
+            layer,
+            contexts.documents(),
+            n_per_class=opts["probe_examples"],
+            autocast=autocast,
+        )
+        note(f"probe tasks ({len(sizes)}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    if opts["ablation"]:
+        note("ablation sparsity: ablating active latents one at a time ...")
+        add_ablation_metrics(
+            results,
+            lm,
+            saes,
+            layer,
+            contexts,
+            n_contexts=opts["ablation_contexts"],
+            positions=opts["ablation_positions"],
+            horizon=opts["ablation_horizon"],
+            autocast=autocast,
+        )
 
 
 def _same_source(a: str, b: str) -> bool:
@@ -229,6 +295,11 @@ def _print_table(results: dict, hist: Path | None) -> None:
         "KL",
     ):
         table.add_column(column, justify="left" if column == "SAE" else "right", no_wrap=True)
+    extra = [c for c in ("probe_loss", "ablation_sparsity") if c in first]
+    for column in extra:
+        table.add_column(
+            {"probe_loss": "probe", "ablation_sparsity": "abl. sparsity"}[column], justify="right"
+        )
     for name, r in results.items():
         table.add_row(
             name,
@@ -241,6 +312,7 @@ def _print_table(results: dict, hist: Path | None) -> None:
             f"{r['delta_loss']:+.4f}",
             f"{r['loss_recovered']:.1%}",
             f"{r['kl']:.4f}",
+            *[f"{r[c]:.3f}" if c == "probe_loss" else f"{r[c]:.1f}" for c in extra],
         )
     console = Console(file=sys.stdout)
     if not console.is_terminal:
@@ -250,5 +322,15 @@ def _print_table(results: dict, hist: Path | None) -> None:
         f"CE clean {first['ce_clean']:.4f}, zero-ablated {first['ce_zero']:.4f} nats/token. "
         f"dead/dense: never / on >{first['dense_threshold']:.0%} of the eval tokens."
     )
+    if "probe_loss" in first:
+        console.print(
+            f"probe loss: best 1-D probe per task, mean over {len(first['probe_tasks'])} tasks "
+            f"(chance 0.693); on one residual coordinate instead: {first['probe_loss_residual']:.3f}"
+        )
+    if "ablation_sparsity" in first:
+        console.print(
+            f"ablation sparsity: (L1/L2)^2 over {first['ablation_horizon']} positions x vocab, "
+            f"mean of {first['ablation_count']} ablations (first SAE)"
+        )
     if hist is not None:
         console.print(f"latent-density histogram: {hist}")

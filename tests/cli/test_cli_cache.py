@@ -88,3 +88,30 @@ def test_train_activations_bad_input(tiny_model_dir, tiny_corpus, tmp_path):
     assert invoke(*cache_args(tiny_model_dir, tiny_corpus, cache, tokens="500")).exit_code == 0
     result = invoke(*train_args(cache, tmp_path / "o"), "--layer", "2")
     assert result.exit_code == 1 and "holds resid_post.1" in result.stderr
+
+
+def test_eval_with_probes_and_ablation(tiny_model_dir, tmp_path):
+    from conftest import TINY_TEXT
+
+    corpus = tmp_path / "long.jsonl"  # documents longer than a probe window (32 tokens)
+    docs = [" ".join(TINY_TEXT[i % 6 :] + TINY_TEXT[: i % 6]) + f" ({i})" for i in range(60)]
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    cache = tmp_path / "cache"
+    assert invoke(*cache_args(tiny_model_dir, corpus, cache, tokens="1k")).exit_code == 0
+    out = tmp_path / "run"
+    assert invoke(*train_args(cache, out, tokens="1k")).exit_code == 0
+    args = ["eval", "--sae", out, "--tokens", "100", "--device", "cpu", "--split", "all",
+            "--probes", "--probe-examples", "8", "--ablation", "--ablation-contexts", "2"]  # fmt: skip
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)
+    assert set(results) == {"64-k4", "64-k8", "128-k4", "128-k8"}
+    r = results["64-k4"]
+    # The tiny corpus has no years or pronouns; the built tasks are always there.
+    assert {"shuffled", "uppercase", "article_start"} <= set(r["probe_tasks"])
+    assert 0 <= r["probe_loss"] < 2 and 0 <= r["probe_loss_residual"] < 2
+    assert 1 <= r["ablation_sparsity"] <= r["ablation_horizon"] * 400
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "probe" in result.stdout and "abl. sparsity" in result.stdout
+    assert "chance 0.693" in result.stdout
