@@ -35,6 +35,7 @@ COMMANDS = [
     ("features", "features", "features"),
     ("index", "index", "index"),
     ("models", "models", "models"),
+    ("web", "web", "web"),
 ]
 
 for name, module_name, function_name in COMMANDS:
