@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from steer.lm.models import DEFAULT_MODEL  # re-exported: the TUI names the model it opens
-from steer.steering import MODES, Intervention, sae_layer
+from steer.steering import MODES, Intervention, check_latent, sae_layer
 from steer.steering.generate import (
     GenerationSettings,
     TokenEvent,
@@ -42,6 +41,7 @@ from .checkpoints import (  # noqa: F401
     is_sae_folder,
     list_checkpoints,
 )
+from .query import feature_number
 from .views import (  # noqa: F401
     Context,
     FeatureHit,
@@ -119,22 +119,20 @@ class PlaygroundEngine:
             notices.append(f"SAE was trained on {sae.cfg.model_name}, the model is {self.lm.name}")
         report(0.85, "loading feature catalog")
         catalog = None
-        try:
-            from steer.features.catalog import FeatureCatalog
+        from steer.features.catalog import CatalogMismatch, FeatureCatalog
 
-            if FeatureCatalog.exists(folder):
-                catalog = FeatureCatalog.load(folder)
-                if not catalog.matches(sae):
-                    notices.append(
-                        f"the feature catalog beside {folder.name} was built for another SAE: "
-                        "ignored (rebuild it with `steer index`); strengths are raw units"
-                    )
-                    catalog = None
-            else:
+        try:
+            catalog = FeatureCatalog.for_sae(folder, sae)
+            if catalog is None:
                 notices.append(
                     f"no feature catalog beside {folder.name}: labels and label search are off "
                     f"(run `steer index --sae {folder}`); strengths are raw units"
                 )
+        except CatalogMismatch:
+            notices.append(
+                f"the feature catalog beside {folder.name} was built for another SAE: "
+                "ignored (rebuild it with `steer index`); strengths are raw units"
+            )
         except ValueError as err:
             notices.append(f"feature catalog unreadable ({err}); strengths are raw units")
         with self._lock:
@@ -228,13 +226,7 @@ class PlaygroundEngine:
 
     def check_latent(self, latent: int) -> int:
         self._require_sae()
-        latent = int(latent)
-        if not 0 <= latent < self.sae.n_latents:
-            raise ValueError(
-                f"feature {latent} is out of range: the SAE has {self.sae.n_latents} latents "
-                f"(0 ... {self.sae.n_latents - 1})"
-            )
-        return latent
+        return check_latent(latent, self.sae.n_latents)
 
     # ------------------------------------------------------------ finding features
     def find_by_text(self, text: str, n: int = 20) -> list[FeatureHit]:
@@ -252,9 +244,9 @@ class PlaygroundEngine:
         """Search labels / top tokens / contexts; `#123` or `123` jumps to latent 123."""
         self._require_sae()
         query = query.strip()
-        number = re.fullmatch(r"#?(\d+)", query)
-        if number:
-            latent = self.check_latent(int(number.group(1)))
+        number = feature_number(query)
+        if number is not None:
+            latent = self.check_latent(number)
             return [FeatureHit(latent, None, self.label(latent))]
         if not query:
             raise ValueError("type a word to search feature labels, or #N for feature N")
@@ -290,22 +282,8 @@ class PlaygroundEngine:
         latent = self.check_latent(latent)
         related = self.related_features(latent)
         if self.catalog is not None:
-            e = self.catalog.entry(latent)
-            contexts = [
-                Context(list(c.tokens), [float(a) for a in c.acts], int(c.max_pos))
-                for c in e.contexts
-            ]
-            return FeatureInfo(
-                latent,
-                e.label or "",
-                _float(e.frequency),
-                _float(e.mean_act),
-                _float(e.max_act),
-                list(e.top_tokens),
-                list(e.bottom_tokens),
-                contexts,
-                related,
-            )
+            entry = self.catalog.entry(latent)
+            return FeatureInfo(**vars(entry), related=related)
         top, bottom = self.logit_lens(latent)
         return FeatureInfo(latent, "", None, None, None, top, bottom, [], related)
 
@@ -408,6 +386,14 @@ class PlaygroundEngine:
     def clear_history(self) -> None:
         self.history = []
         self.last = None
+
+    def forget_last_turn(self, user: str) -> bool:
+        """Before regenerating: drop the last chat turn if it answered `user`, so the same
+        message is answered again rather than repeated. True when a turn was dropped."""
+        if self.chat_mode and self.history and self.history[-1].user == user:
+            self.history.pop()
+            return True
+        return False
 
     def messages_for(self, prompt: str) -> list[dict]:
         """The conversation sent to the model: past turns follow the steered replies (the
@@ -582,7 +568,3 @@ def _same_model(a: str, b: str) -> bool:
 
     embedded = {DEFAULT_MODEL, EMBEDDED_HUB_ID}
     return a == b or (a in embedded and b in embedded)
-
-
-def _float(value) -> float | None:
-    return None if value is None else float(value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from steer.features.catalog.store import ContextExample, FeatureEntry
+
 
 @dataclass
 class FeatureHit:
@@ -14,28 +16,21 @@ class FeatureHit:
     label: str
 
 
-@dataclass
-class Context:
-    """A top activating context: tokens, their activations, the position of the max."""
-
-    tokens: list[str]
-    acts: list[float]
-    max_pos: int
+Context = ContextExample
+"""A top activating context: the catalog's own record (tokens, acts, max_pos)."""
 
 
 @dataclass
-class FeatureInfo:
-    """Everything the inspector shows about one latent."""
+class FeatureInfo(FeatureEntry):
+    """Everything the inspector shows about one latent: its catalog entry (without a
+    catalog: no label, statistics None, the logit lens computed, no contexts) and its
+    nearest features in wider SAEs of the same family."""
 
-    latent: int
-    label: str
-    frequency: float | None  # fraction of corpus tokens it fires on (None without catalog)
-    mean_act: float | None
-    max_act: float | None
-    top_tokens: list[str]  # logit lens: tokens W_dec[i] promotes
-    bottom_tokens: list[str]  # ... and suppresses
-    contexts: list[Context]
     related: list[FeatureHit] = field(default_factory=list)
+
+    @property
+    def latent(self) -> int:
+        return self.index
 
 
 @dataclass

@@ -148,19 +148,17 @@ def load_for_steering(
 
 def load_catalog_for(sae_dir: Path, sae, warn: bool = True):
     """The SAE's catalog, or None (with a note on stderr when it belongs to another SAE)."""
-    from steer.features.catalog import FeatureCatalog
+    from steer.features.catalog import CatalogMismatch, FeatureCatalog
 
-    if not FeatureCatalog.exists(sae_dir):
-        return None
-    catalog = FeatureCatalog.load(sae_dir)
-    if not catalog.matches(sae):
+    try:
+        return FeatureCatalog.for_sae(sae_dir, sae)
+    except CatalogMismatch:
         if warn:
             typer.echo(
                 f"note: the catalog in {sae_dir} was built for another SAE; ignoring it (rerun steer index)",
                 err=True,
             )
         return None
-    return catalog
 
 
 SAE_HELP = "SAE checkpoint folder (cfg.json + sae.safetensors); its catalog/ is used when present."

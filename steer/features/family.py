@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 from sae.model import CONFIG_FILE, WEIGHTS_FILE
+from steer.steering import check_latent
 
 
 @dataclass
@@ -77,10 +78,7 @@ def family_neighbours(
     """member name -> the n features of that member closest to `latent` of `sae_dir`."""
     sae_dir = Path(sae_dir).resolve()
     own = decoder_rows(sae_dir)
-    if not 0 <= latent < own.shape[0]:
-        raise ValueError(
-            f"feature {latent} is out of range: the SAE has {own.shape[0]} latents (0..{own.shape[0] - 1})"
-        )
+    check_latent(latent, own.shape[0])
     direction = own[latent]  # (d,)
     result: dict[str, list[Neighbour]] = {}
     for folder in family_members(sae_dir):

@@ -110,13 +110,20 @@ def parse_feature(spec: str, mode: Mode = "clamp") -> Intervention:
 
 
 # ---------------------------------------------------------------------- checks and loading
+def check_latent(latent: int, n_latents: int) -> int:
+    """The latent as an int; ValueError (one line) when an SAE of n_latents has no such latent."""
+    latent = int(latent)
+    if not 0 <= latent < n_latents:
+        raise ValueError(
+            f"feature {latent} is out of range: the SAE has {n_latents} latents "
+            f"(0..{n_latents - 1})"
+        )
+    return latent
+
+
 def check_latents(sae: TopKSAE, latents) -> None:
-    n = sae.n_latents
     for latent in latents:
-        if not 0 <= int(latent) < n:
-            raise ValueError(
-                f"feature {int(latent)} is out of range: the SAE has {n} latents (0..{n - 1})"
-            )
+        check_latent(latent, sae.n_latents)
 
 
 def sae_layer(lm: LoadedModel, sae: TopKSAE) -> int:

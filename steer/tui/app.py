@@ -369,14 +369,8 @@ class PlaygroundApp(ErrorContainment, App):
                 "nothing to regenerate yet: type a prompt and press enter", severity="warning"
             )
             return
-        history = self.engine.history
-        if (
-            self.engine.chat_mode
-            and history
-            and history[-1].user == self.last_prompt
-            and not self.generating
-        ):
-            history.pop()  # answer the same message again, not a repeat of it
+        if not self.generating:
+            self.engine.forget_last_turn(self.last_prompt)
         self.start_generation(self.last_prompt)
 
     def action_new_chat(self) -> None:

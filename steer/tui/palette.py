@@ -3,11 +3,12 @@ presets and SAE checkpoints)."""
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Provider
 from textual.widgets import OptionList
+
+from steer.app.query import feature_number
 
 
 def pages_ready(option_list: OptionList) -> bool:
@@ -53,9 +54,8 @@ class FeatureCommands(Provider):
         if engine.sae is None:
             return
         query = query.strip()
-        number = re.fullmatch(r"(?:feature\s*)?#?(\d+)", query)
-        if number and int(number.group(1)) < engine.n_latents:
-            latent = int(number.group(1))
+        latent = feature_number(query)
+        if latent is not None and latent < engine.n_latents:
             label = engine.label(latent)
             yield Hit(
                 1.0,

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from builders import ENGINE_LAYER, PROMPT, make_engine, make_tiny_sae
+from builders import ENGINE_LAYER, PROMPT, make_engine, make_tiny_sae, tiny_catalog
 from conftest import make_tiny_lm
 
 from sae import SAEConfig, TopKSAE
 from steer.app.checkpoints import checkpoint_roots
 from steer.app.engine import PlaygroundEngine, find_default_sae, list_checkpoints
+from steer.app.query import feature_number
 
 LAYER = ENGINE_LAYER
 
@@ -61,6 +62,16 @@ def test_load_reports_progress_and_notices(tmp_path, tiny_model_dir):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("no feature catalog" in n for n in engine.notices)
     assert engine.strength_unit == "raw"
+
+
+def test_a_catalog_of_another_sae_is_ignored_with_a_notice(tmp_path, tiny_model_dir):
+    sae_dir = tmp_path / "sae"
+    make_tiny_sae(seed=1).save(sae_dir)
+    tiny_catalog().save(sae_dir)  # built for make_tiny_sae(seed=0)
+    engine = PlaygroundEngine()
+    engine.load(str(tiny_model_dir), sae_dir)
+    assert engine.catalog is None and engine.strength_unit == "raw"
+    assert any("built for another SAE" in n for n in engine.notices)
 
 
 def test_load_without_sae_is_baseline_only(tiny_model_dir):
@@ -147,6 +158,28 @@ def test_chat_history_follows_the_steered_replies():
     assert len(engine.history) == 2  # completion mode keeps no history
 
 
+def test_regenerate_forgets_only_the_turn_that_answered_that_message():
+    engine = make_engine(catalog=False)
+    run(engine, "Hello there")
+    run(engine, "And again")
+    assert not engine.forget_last_turn("Hello there")  # not the last turn: kept
+    assert engine.forget_last_turn("And again")
+    assert [t.user for t in engine.history] == ["Hello there"]
+    engine.update_settings(chat=False)
+    assert not engine.forget_last_turn("Hello there")  # completion mode: history untouched
+    assert len(engine.history) == 1
+
+
+def test_features_are_named_by_number_one_way():
+    assert [feature_number(q) for q in ("#12", " 12 ", "feature 12", "feature #7")] == [
+        12,
+        12,
+        12,
+        7,
+    ]
+    assert [feature_number(q) for q in ("bridge", "#", "12a", "-3", "")] == [None] * 5
+
+
 def test_cancel_stops_between_tokens_and_releases_the_model():
     engine = make_engine(catalog=False, max_new_tokens=20)
     calls = []
@@ -182,6 +215,9 @@ def test_find_search_and_inspect_with_a_catalog():
     info = engine.inspect(hits[0].latent)
     assert info.max_act and info.contexts and len(info.top_tokens) == 10
     assert engine.related_features(hits[0].latent) == []
+    entry = engine.catalog.entry(hits[0].latent)  # the inspector shows the catalog's entry
+    assert info.latent == entry.index and info.contexts == entry.contexts
+    assert info.label == entry.label and info.frequency == entry.frequency
 
 
 def test_without_catalog_text_search_works_and_label_search_explains():

@@ -9,6 +9,7 @@ from conftest import make_tiny_lm
 
 from sae import SAEConfig, TopKSAE
 from steer.features.catalog import (
+    CatalogMismatch,
     FeatureCatalog,
     build_catalog,
     catalog_dir,
@@ -77,6 +78,10 @@ def test_catalog_saves_beside_the_sae_and_loads_fast(lm, planted, tmp_path):
     torch.testing.assert_close(loaded.max_acts, catalog.max_acts)
     other = TopKSAE(SAEConfig(lm.d_model, 64, 4, hookpoint="resid_post.2"))
     assert not loaded.matches(other)
+    assert FeatureCatalog.for_sae(tmp_path / "sae", sae).n_latents == sae.n_latents
+    assert FeatureCatalog.for_sae(tmp_path, sae) is None
+    with pytest.raises(CatalogMismatch, match="built for another SAE"):
+        FeatureCatalog.for_sae(tmp_path / "sae", other)
     with pytest.raises(ValueError, match="no feature catalog"):
         FeatureCatalog.load(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="feature 64 is out of range"):

@@ -11,6 +11,7 @@ from .lens import logit_lens
 from .search import latents_for_text
 from .store import (
     CATALOG_DIR,
+    CatalogMismatch,
     ContextExample,
     FeatureCatalog,
     FeatureEntry,
@@ -22,6 +23,7 @@ from .store import (
 
 __all__ = [
     "CATALOG_DIR",
+    "CatalogMismatch",
     "ContextExample",
     "FeatureCatalog",
     "FeatureEntry",

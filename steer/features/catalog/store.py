@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sae import TopKSAE, atomic_write
+from steer.steering import check_latent
 
 CATALOG_DIR = "catalog"
 TENSORS_FILE = "catalog.safetensors"
@@ -148,6 +149,10 @@ def sae_fingerprint(sae: TopKSAE) -> str:
     return hashlib.sha1(rows.numpy().tobytes()).hexdigest()[:16]
 
 
+class CatalogMismatch(ValueError):
+    """A catalog found beside an SAE was built for another SAE (rebuild it with steer index)."""
+
+
 class FeatureCatalog:
     def __init__(
         self, tensors: dict[str, Tensor], labels: list[str], pieces: list[str], meta: dict
@@ -192,10 +197,7 @@ class FeatureCatalog:
         )
 
     def _check(self, i: int) -> None:
-        if not 0 <= i < self.n_latents:
-            raise ValueError(
-                f"feature {i} is out of range: the SAE has {self.n_latents} latents (0..{self.n_latents - 1})"
-            )
+        check_latent(i, self.n_latents)
 
     def _strings(self, ids: Tensor) -> list[str]:
         """Each token's own text (a partial character shows as U+FFFD)."""
@@ -326,3 +328,15 @@ class FeatureCatalog:
                 f"feature catalog in {folder} has format {meta.get('version')}, expected {FORMAT_VERSION}: rebuild it"
             )
         return cls(tensors, labels, pieces, meta)
+
+    @classmethod
+    def for_sae(cls, sae_dir: str | Path, sae: TopKSAE) -> FeatureCatalog | None:
+        """The catalog beside an SAE folder, or None when it has none. Raises
+        CatalogMismatch when the catalog was built for another SAE, ValueError when it is
+        unreadable: each caller says so in its own way (a CLI note, a playground notice)."""
+        if not cls.exists(sae_dir):
+            return None
+        catalog = cls.load(sae_dir)
+        if not catalog.matches(sae):
+            raise CatalogMismatch(f"the feature catalog in {sae_dir} was built for another SAE")
+        return catalog

@@ -12,6 +12,8 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from steer.app.query import feature_number
+
 from .common import deliver, first_line
 from .inspector import InspectorScreen
 
@@ -64,7 +66,7 @@ class FindScreen(ModalScreen[None]):
     def search_worker(self, query: str) -> None:
         worker = get_current_worker()
         by_text, by_label, errors = [], [], []
-        jump = query.strip().lstrip("#").isdigit()
+        jump = feature_number(query) is not None
         try:
             if jump:
                 by_label = self.engine.search(query)
