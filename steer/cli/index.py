@@ -34,6 +34,17 @@ def index(
         "text", "--text-field", help="Field holding the text in .jsonl/.parquet records."
     ),
     out: Path = typer.Option(None, "--out", help="Catalog folder [default: <sae>/catalog]."),
+    n2g_tokens: str = typer.Option(
+        "100k",
+        "--n2g-tokens",
+        help="Held-out tokens for N2G pattern explanations (half fit, half score).",
+    ),
+    n2g_corpus: str = typer.Option(
+        None,
+        "--n2g-corpus",
+        help="Held-out text for N2G [default: the --corpus text after the indexed sample].",
+    ),
+    no_n2g: bool = typer.Option(False, "--no-n2g", help="Skip the N2G explanations."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
@@ -41,8 +52,11 @@ def index(
 
     Per feature: firing frequency, mean and max activation, top activating contexts,
     logit-lens tokens (its decoder row through the final norm's weight and the
-    unembedding) and a short label. Saved in <sae>/catalog, where generate, features and
-    chat find it."""
+    unembedding) and a short label. Then N2G explanations: token patterns that predict
+    where each feature fires, fitted on its top contexts and held-out text and scored by
+    precision and recall on other held-out text (see `steer explain --n2g`); a feature's
+    label becomes its best pattern when that is precise. Saved in <sae>/catalog, where
+    generate, features and chat find it."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -56,6 +70,7 @@ def index(
     from steer.features.catalog import build_catalog, catalog_dir
 
     n_tokens = parse_tokens(tokens)
+    n2g_count = parse_tokens(n2g_tokens, "--n2g-tokens")
     for name, value in (
         ("--ctx-len", ctx_len),
         ("--batch-size", batch_size),
@@ -97,7 +112,17 @@ def index(
             text_field=text_field,
             progress=report,
         )
-    folder = catalog.save(out or catalog_dir(sae))
+        folder = catalog.save(out or catalog_dir(sae))
+        n2g_note = ""
+        if not no_n2g:
+            task = progress.add_task("n2g", total=n2g_count, rate="N2G held-out pass")
+            source = n2g_corpus or _after_sample(
+                corpus, lm.tokenizer, n_tokens, ctx_len, text_field
+            )
+            n2g_note = _n2g(
+                lm, sae_model, catalog, folder, source, n2g_count, ctx_len, text_field,
+                lambda done, total: progress.update(task, completed=done),
+            )  # fmt: skip
     elapsed = time.perf_counter() - start
     dead = float((catalog.frequency == 0).float().mean())
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
@@ -105,3 +130,37 @@ def index(
         f"indexed {catalog.meta['n_tokens']:,} tokens in {elapsed:.1f} s: {catalog.n_latents} features, "
         f"{dead:.1%} never fired; catalog ({size / 1e6:.1f} MB) in {folder}"
     )
+    if n2g_note:
+        typer.echo(n2g_note)
+
+
+def _after_sample(corpus: str, tokenizer, n_tokens: int, ctx_len: int, text_field: str):
+    """The corpus's contexts after those the catalog read (the same deterministic order)."""
+    import itertools
+
+    from steer.lm.data import TokenContexts
+
+    contexts = TokenContexts(corpus, tokenizer, ctx_len=ctx_len, text_field=text_field, seed=0)
+    return itertools.islice(contexts, -(-n_tokens // ctx_len), None)
+
+
+def _n2g(lm, sae, catalog, folder, source, n_tokens, ctx_len, text_field, progress) -> str:
+    """Fit, score and save N2G explanations; the line to print."""
+    from steer.features.explain.from_catalog import explain_catalog
+    from steer.features.explain.store import Explanations
+
+    try:
+        patterns, scores = explain_catalog(
+            lm, sae, catalog, source, n_tokens, ctx_len=ctx_len, text_field=text_field,
+            progress=progress,
+        )  # fmt: skip
+    except ValueError as err:
+        return f"note: no N2G explanations ({err}); give --n2g-corpus or more text"
+    explanations = Explanations.for_catalog(folder, catalog)  # keeps LM explanations
+    explanations.set_n2g(
+        patterns, scores, lm.tokenizer, corpus=str(source) if isinstance(source, (str, Path))
+        else "the indexed corpus after its sample", n_tokens=n_tokens, fraction=0.5,
+    )  # fmt: skip
+    explanations.save(folder)
+    p, r = scores.mean(catalog.frequency > 0)
+    return f"N2G explanations: mean precision {p:.3f}, recall {r:.3f} on held-out text"

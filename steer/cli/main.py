@@ -34,6 +34,7 @@ COMMANDS = [
     ("attribute", "attribute", "attribute"),
     ("features", "features", "features"),
     ("index", "index", "index"),
+    ("explain", "explain", "explain"),
     ("models", "models", "models"),
     ("web", "web", "web"),
 ]

@@ -94,7 +94,14 @@ def _contexts(source, tokenizer, ctx_len: int, seed: int, text_field: str) -> It
         )
     if isinstance(source, Tensor):
         return iter(source if source.dim() == 2 else source[None])
-    return _pack(source, tokenizer, ctx_len)
+    it = iter(source)
+    first = next(it, None)
+    if first is None:
+        return iter(())
+    rest = itertools.chain([first], it)
+    if isinstance(first, Tensor):  # token contexts already
+        return rest
+    return _pack(rest, tokenizer, ctx_len)
 
 
 def _pack(texts: Iterable[str], tokenizer, ctx_len: int) -> Iterator[Tensor]:
@@ -124,7 +131,8 @@ def sae_codes(
     progress: Callable[[int, int], None] | None = None,
 ) -> HeldoutCodes:
     """TopK codes of `n_tokens` tokens of `source` (a corpus path for steer.lm.data, a
-    (B, T) tensor of token ids, or an iterable of texts), in contexts of ctx_len tokens.
+    (B, T) tensor of token ids, an iterable of token contexts (T,) or of texts), in
+    contexts of ctx_len tokens.
     The forward runs in bf16 autocast on an fp32 model, as `steer index` does."""
     if n_tokens < 1:
         raise ValueError(f"the number of tokens must be positive, got {n_tokens}")

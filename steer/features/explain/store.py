@@ -210,6 +210,20 @@ class Explanations:
         atomic_write(folder / META_FILE, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
+    def for_catalog(cls, folder: str | Path, catalog) -> Explanations:
+        """The explanations stored for this catalog's SAE, or new empty ones (also when the
+        stored ones were made for another SAE or cannot be read)."""
+        fingerprint = catalog.meta.get("sae_fingerprint")
+        if cls.exists(folder):
+            try:
+                found = cls.load(folder, catalog.n_latents)
+            except ValueError:
+                found = None
+            if found is not None and found.meta.get("sae_fingerprint") == fingerprint:
+                return found
+        return cls(meta={"sae_fingerprint": fingerprint})
+
+    @classmethod
     def load(cls, folder: str | Path, n_latents: int) -> Explanations:
         """ValueError when the files are unreadable or do not fit n_latents."""
         folder = Path(folder)
