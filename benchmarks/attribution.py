@@ -9,8 +9,9 @@ exactly (steering's ablate, one batched forward per 16 latents) every latent in 
 of both methods' top --pool. Then per pair and method:
   - Spearman rank correlation of attribution vs exact effect over the method's top 20;
   - overlap of the method's top 10 with the exact top 10 of the pool;
-  - seconds per attribution (wall time, the attribution alone).
-Prints the mean and median over pairs, and the SAE error's share.
+  - seconds per attribution, the attribution alone: wall time, and the CPU time of this
+    process (all its threads; on a shared machine the wall time mostly measures the others).
+Prints the mean and median over pairs, and the SAE error's share. --methods linear skips IG.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10, help="integrated-gradient steps")
     ap.add_argument("--pool", type=int, default=50, help="top latents per method ablated exactly")
+    ap.add_argument("--methods", default="linear,ig", help="comma-separated: linear, ig")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write per-pair results here")
     args = ap.parse_args()
@@ -70,15 +72,17 @@ def main() -> None:
 
     lm, sae = open_sae(args.sae or find_default_sae())
     contexts = pairs_from(args.corpus, lm.tokenizer, args.pairs, args.ctx)
-    methods = {"linear": {}, "ig": {"method": "ig", "steps": args.steps}}
+    known = {"linear": {}, "ig": {"method": "ig", "steps": args.steps}}
+    methods = {m: known[m] for m in args.methods.split(",")}
     rows = []
     for n, ids in enumerate(contexts):
         target = resolve_target(lm.tokenizer, ids, position=args.ctx)  # the next token
-        attrs, seconds = {}, {}
+        attrs, seconds, cpu = {}, {}, {}
         for name, kwargs in methods.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             attrs[name] = attribute(lm, sae, ids, target, **kwargs)
             seconds[name] = time.perf_counter() - start
+            cpu[name] = time.process_time() - start_cpu
         pool = sorted({s.latent for a in attrs.values() for s in a.top(args.pool)})
         exact = dict(zip(pool, ablation_effects(lm, sae, ids, target, pool).tolist(), strict=True))
         exact_top10 = set(sorted(pool, key=lambda i: -abs(exact[i]))[:10])
@@ -91,6 +95,7 @@ def main() -> None:
                 "spearman_top20": spearman(est, ex),
                 "top10_overlap": len({s.latent for s in top[:10]} & exact_top10) / 10,
                 "seconds": seconds[name],
+                "cpu_seconds": cpu[name],
                 "error_share": attr.error_share,
             }
         rows.append(row)
@@ -98,7 +103,7 @@ def main() -> None:
             f"{n:3d} {row['target']!r:>14} "
             + " ".join(
                 f"{m}: ρ={row[m]['spearman_top20']:+.2f} top10={row[m]['top10_overlap']:.1f} "
-                f"{row[m]['seconds']:.2f}s"
+                f"{row[m]['seconds']:.2f}s (cpu {row[m]['cpu_seconds']:.2f}s)"
                 for m in methods
             ),
             flush=True,
@@ -106,7 +111,7 @@ def main() -> None:
     print(f"\n{len(rows)} pairs, {args.ctx}-token contexts from {Path(args.corpus).name}, "
           f"{sae.n_latents} latents, {torch.get_num_threads()} threads")  # fmt: skip
     for m in methods:
-        for key in ("spearman_top20", "top10_overlap", "seconds", "error_share"):
+        for key in ("spearman_top20", "top10_overlap", "seconds", "cpu_seconds", "error_share"):
             vals = [r[m][key] for r in rows]
             print(
                 f"{m:>6} {key:<15} mean {statistics.mean(vals):.3f}  "

@@ -438,6 +438,8 @@ class PlaygroundEngine:
                 ["" for _ in rows],
                 [False for _ in rows],
                 chat,
+                levers=[dataclasses.replace(iv) for iv in rows[1]] if len(rows) > 1 else [],
+                positions=settings.positions,
             )
             self.last = gen
             stream = self._stream(prompt_ids, rows, settings, cancel)
@@ -510,6 +512,21 @@ class PlaygroundEngine:
             views[1] if len(views) > 1 else None,
             max(scale, 1e-6),
         )
+
+    # ------------------------------------------------------------ why this token?
+    def explain_token(self, row: int, index: int, top: int = 8):
+        """The latents that caused token `index` of the last completion `row` (0 baseline,
+        1 steered), checked by ablation, with the tokens driving each (steer.app.why)."""
+        from .why import explain_token
+
+        with self._lock:
+            return explain_token(self, row, index, top)
+
+    def ablate_lever(self, latent: int) -> Intervention:
+        """Make `latent` an active ablation lever (added, or switched to ablate and on)."""
+        feature = self.add_feature(latent, mode="ablate")
+        feature.mode, feature.enabled = "ablate", True
+        return feature
 
     # ------------------------------------------------------------ presets
     def preset_path(self, name_or_path: str | Path) -> Path:

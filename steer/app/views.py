@@ -72,3 +72,5 @@ class Generation:
     chat: bool
     cancelled: bool = False
     finished: bool = False
+    levers: list = field(default_factory=list)  # the steered row's interventions, as run
+    positions: str = "all"  # where they applied (GenerationSettings.positions)
