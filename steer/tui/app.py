@@ -41,6 +41,7 @@ from .screens import (
     PresetsScreen,
     SettingsScreen,
     TokenViewScreen,
+    WhyScreen,
     first_line,
 )
 from .widgets import CompletionPane, FeaturePanel, FeatureRow, Slider
@@ -92,6 +93,7 @@ class PlaygroundApp(ErrorContainment, App):
         Binding("ctrl+r,f5", "regenerate", "Regenerate", id="regenerate", show=False),
         Binding("ctrl+s", "presets(True)", "Save preset", id="save-preset", show=False),
         Binding("ctrl+t", "tokens", "Per-token view", id="tokens", show=False),
+        Binding("ctrl+y", "why", "Why this token?", id="why", show=False),
         Binding("ctrl+l", "new_chat", "New chat", id="new-chat", show=False),
         Binding("ctrl+n", "toggle_chat", "Chat / completion", id="toggle-chat", show=False),
     ]
@@ -557,6 +559,11 @@ class PlaygroundApp(ErrorContainment, App):
         yield SystemCommand(
             "Per-token view", "how a feature fires on each token (ctrl+t)", self.action_tokens
         )
+        yield SystemCommand(
+            "Why this token?",
+            "the features that caused a token of either completion (ctrl+y)",
+            self.action_why,
+        )
         yield SystemCommand("Help: every key", "the playground's keys (F1)", self.action_help)
 
     def action_help(self) -> None:
@@ -576,6 +583,25 @@ class PlaygroundApp(ErrorContainment, App):
             self.notify("add a feature first (ctrl+f)", severity="warning")
             return
         self.show_token_view(latent)
+
+    def action_why(self) -> None:
+        """Pick a token of either completion: the latents that caused it (steer.app.why)."""
+        gen = self.engine.last
+        if gen is None or not any(gen.token_ids):
+            self.notify("generate something first: then ask why a token came", severity="warning")
+            return
+        if not self.engine.has_sae:
+            self.notify("no SAE loaded: attribution needs one", severity="warning")
+            return
+        self.push_screen(WhyScreen(self.engine), self.why_closed)
+
+    def why_closed(self, latent: int | None) -> None:
+        """The lever pulled in the why screen: ablate that latent and regenerate."""
+        if latent is None or self.attempt(self.engine.ablate_lever, latent) is None:
+            return
+        self.notify(f"ablating #{latent} {self.engine.label(latent)}; regenerating", timeout=4)
+        self.refresh_features()
+        self.action_regenerate()
 
     def action_settings(self) -> None:
         e = self.engine

@@ -1,4 +1,5 @@
-"""Screens of the playground: loading, help, find, inspector, per-token view, settings, presets.
+"""Screens of the playground: loading, help, find, inspector, per-token view, why this token,
+settings, presets.
 
 Screens that need the model (find, inspect, per-token view) fetch their data in a thread
 worker, so the UI stays live while a generation holds the model.
@@ -12,6 +13,7 @@ from .loading import LoadingScreen
 from .presets import PresetsScreen
 from .settings import SettingsScreen
 from .tokens import TokenViewScreen
+from .why import WhyScreen
 
 __all__ = [
     "FindScreen",
@@ -21,6 +23,7 @@ __all__ = [
     "PresetsScreen",
     "SettingsScreen",
     "TokenViewScreen",
+    "WhyScreen",
     "deliver",
     "error_text",
     "first_line",
