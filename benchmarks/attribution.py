@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--ctx", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10, help="integrated-gradient steps")
-    ap.add_argument("--pool", type=int, default=50, help="top latents per method ablated exactly")
+    ap.add_argument("--pool", type=int, default=30, help="top latents per method ablated exactly")
+    ap.add_argument("--batch", type=int, default=32, help="ablations per batched forward")
     ap.add_argument("--methods", default="linear,ig", help="comma-separated: linear, ig")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write per-pair results here")
@@ -84,7 +85,8 @@ def main() -> None:
             seconds[name] = time.perf_counter() - start
             cpu[name] = time.process_time() - start_cpu
         pool = sorted({s.latent for a in attrs.values() for s in a.top(args.pool)})
-        exact = dict(zip(pool, ablation_effects(lm, sae, ids, target, pool).tolist(), strict=True))
+        effects = ablation_effects(lm, sae, ids, target, pool, batch=args.batch).tolist()
+        exact = dict(zip(pool, effects, strict=True))
         exact_top10 = set(sorted(pool, key=lambda i: -abs(exact[i]))[:10])
         row = {"pair": n, "target": lm.tokenizer.decode([target.token])}
         for name, attr in attrs.items():
