@@ -97,6 +97,12 @@ def evaluate(
     ablation_horizon: int = typer.Option(
         8, "--ablation-horizon", help="Positions, from the ablated one on, whose logits count."
     ),
+    n2g: bool = typer.Option(
+        False,
+        "--n2g",
+        help="Explainability (Gao et al. §4.3): N2G token patterns of every latent fitted on half of --n2g-tokens held-out tokens, precision and recall on the other half (steer explain's N2G).",
+    ),
+    n2g_tokens: str = typer.Option("16k", "--n2g-tokens", help="Held-out tokens for --n2g."),
 ) -> None:
     """Evaluate SAEs on held-out text, with their reconstruction spliced into the model.
 
@@ -121,6 +127,8 @@ def evaluate(
                       "resid" is the same on one residual coordinate
       abl. sparsity   (L1/L2)^2 of the median-centred logit change (horizon x vocab)
                       when one active latent is ablated: about how many logits move
+      N2G P / R       mean precision / recall of the latents' N2G patterns on held-out
+                      tokens (a latent fires above half its max), over latents that fire
     """
     from sae import load_sae
     from steer.evals.evaluate import (
@@ -189,7 +197,7 @@ def evaluate(
         autocast=dtype == "auto",
     )
     results = _run(lm, saes, layer_index, contexts, cfg, quiet=as_json)
-    if probes or ablation:
+    if probes or ablation or n2g:
         _paper_metrics(results, lm, saes, layer_index, contexts, locals(), quiet=as_json)
     if hist is not None:
         freqs = {name: r["frequencies"] for name, r in results.items()}
@@ -223,6 +231,9 @@ def _paper_metrics(results, lm, saes, layer, contexts, opts: dict, quiet: bool) 
             autocast=autocast,
         )
         note(f"probe tasks ({len(sizes)}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    if opts["n2g"]:
+        note("N2G: fitting token patterns of every latent on held-out text ...")
+        _n2g_metrics(results, lm, saes, contexts, _count(opts["n2g_tokens"]), autocast)
     if opts["ablation"]:
         note("ablation sparsity: ablating active latents one at a time ...")
         add_ablation_metrics(
@@ -235,6 +246,29 @@ def _paper_metrics(results, lm, saes, layer, contexts, opts: dict, quiet: bool) 
             positions=opts["ablation_positions"],
             horizon=opts["ablation_horizon"],
             autocast=autocast,
+        )
+
+
+def _n2g_metrics(results, lm, saes, contexts, n_tokens: int, autocast: bool) -> None:
+    """N2G precision / recall per SAE (steer.features.explain, shared with steer explain)."""
+    import itertools
+
+    import torch
+
+    from steer.features.explain.heldout import fit_and_score, sae_codes
+
+    ctx_len = len(next(iter(contexts)))
+    ids = torch.stack(list(itertools.islice(contexts, max(2, -(-n_tokens // ctx_len)))))
+    for name, sae in saes.items():
+        codes = sae_codes(lm, sae, ids, n_tokens, ctx_len=ctx_len, autocast=autocast)
+        _patterns, scores = fit_and_score(codes)
+        precision, recall = scores.mean()
+        fires = scores.fires > 0
+        results[name].update(
+            n2g_precision=precision,
+            n2g_recall=recall,
+            n2g_f1=float(scores.f1()[fires].mean()) if bool(fires.any()) else float("nan"),
+            n2g_latents=int(fires.sum()),
         )
 
 
@@ -295,11 +329,11 @@ def _print_table(results: dict, hist: Path | None) -> None:
         "KL",
     ):
         table.add_column(column, justify="left" if column == "SAE" else "right", no_wrap=True)
-    extra = [c for c in ("probe_loss", "ablation_sparsity") if c in first]
+    heads = {"probe_loss": "probe", "ablation_sparsity": "abl. sparsity"}
+    heads.update(n2g_precision="N2G P", n2g_recall="N2G R")
+    extra = [c for c in heads if c in first]
     for column in extra:
-        table.add_column(
-            {"probe_loss": "probe", "ablation_sparsity": "abl. sparsity"}[column], justify="right"
-        )
+        table.add_column(heads[column], justify="right")
     for name, r in results.items():
         table.add_row(
             name,
@@ -312,11 +346,12 @@ def _print_table(results: dict, hist: Path | None) -> None:
             f"{r['delta_loss']:+.4f}",
             f"{r['loss_recovered']:.1%}",
             f"{r['kl']:.4f}",
-            *[f"{r[c]:.3f}" if c == "probe_loss" else f"{r[c]:.1f}" for c in extra],
+            *[f"{r[c]:.1f}" if c == "ablation_sparsity" else f"{r[c]:.3f}" for c in extra],
         )
     console = Console(file=sys.stdout)
     if not console.is_terminal:
-        console = Console(file=sys.stdout, width=130)  # pipes and logs: don't squeeze to 80
+        # pipes and logs: don't squeeze to 80
+        console = Console(file=sys.stdout, width=130 + 14 * len(extra))
     console.print(table)
     console.print(
         f"CE clean {first['ce_clean']:.4f}, zero-ablated {first['ce_zero']:.4f} nats/token. "

@@ -101,7 +101,8 @@ def test_eval_with_probes_and_ablation(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     assert invoke(*train_args(cache, out, tokens="1k")).exit_code == 0
     args = ["eval", "--sae", out, "--tokens", "100", "--device", "cpu", "--split", "all",
-            "--probes", "--probe-examples", "8", "--ablation", "--ablation-contexts", "2"]  # fmt: skip
+            "--probes", "--probe-examples", "8", "--ablation", "--ablation-contexts", "2",
+            "--n2g", "--n2g-tokens", "600"]  # fmt: skip
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)
@@ -111,7 +112,10 @@ def test_eval_with_probes_and_ablation(tiny_model_dir, tmp_path):
     assert {"shuffled", "uppercase", "article_start"} <= set(r["probe_tasks"])
     assert 0 <= r["probe_loss"] < 2 and 0 <= r["probe_loss_residual"] < 2
     assert 1 <= r["ablation_sparsity"] <= r["ablation_horizon"] * 400
+    assert 0 <= r["n2g_precision"] <= 1 and 0 <= r["n2g_recall"] <= 1 and r["n2g_latents"] > 0
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    assert "probe" in result.stdout and "abl. sparsity" in result.stdout
+    assert (
+        "probe" in result.stdout and "abl. sparsity" in result.stdout and "N2G P" in result.stdout
+    )
     assert "chance 0.693" in result.stdout
