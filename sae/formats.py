@@ -166,7 +166,7 @@ def detect_format(folder: str | Path) -> str:
     """ "native", "sparsify" or "saelens" for an SAE folder; ValueError for anything else."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"no SAE folder at {folder}")
+        raise ValueError(f"no SAE checkpoint folder at {folder}")
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.is_file():
         subs = sorted(p.name for p in folder.iterdir() if (p / CONFIG_FILE).is_file())

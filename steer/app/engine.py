@@ -106,13 +106,13 @@ class PlaygroundEngine:
 
     def load_sae(self, path: str | Path, progress: Progress | None = None) -> None:
         """Swap in another SAE (and its catalog). Active features are cleared."""
-        from sae import TopKSAE
+        from sae import load_sae
 
         report = progress or (lambda fraction, message: None)
         self._require_model()
         folder = Path(path).expanduser()
         report(0.75, f"loading SAE {folder}")
-        sae = TopKSAE.load(folder, device=self.lm.device)
+        sae = load_sae(folder, device=self.lm.device)  # any format, any arch
         sae_layer(self.lm, sae)  # fits the model? (d_in, hookpoint in range)
         notices = []
         if sae.cfg.model_name and not _same_model(sae.cfg.model_name, self.lm.name):
@@ -169,7 +169,8 @@ class PlaygroundEngine:
             name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
         else:
             name = f"{folder.name} @ {hookpoint}"
-        return f"{name} · {self.sae.n_latents} latents · k={self.sae.k}"
+        sparsity = f"k={self.sae.k}" if self.sae.arch == "topk" else self.sae.arch
+        return f"{name} · {self.sae.n_latents} latents · {sparsity}"
 
     @property
     def has_sae(self) -> bool:

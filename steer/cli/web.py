@@ -90,7 +90,7 @@ def web(
 
 
 def _build(levels, corpus, n_tokens, text, model, device):
-    from sae import TopKSAE
+    from sae import load_sae
     from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
     from steer.features.web import build_web
     from steer.lm.activations import ActivationStream
@@ -101,7 +101,7 @@ def _build(levels, corpus, n_tokens, text, model, device):
 
     widest = levels[-1].path
     lm, _ = load_for_steering(Path(widest), model, device)
-    saes = [TopKSAE.load(lv.path, device=lm.device) for lv in levels]
+    saes = [load_sae(lv.path, device=lm.device) for lv in levels]
     hooks = {s.cfg.hookpoint for s in saes}
     if len(hooks) != 1:
         raise ValueError(f"the levels read different hook points: {sorted(hooks)}")

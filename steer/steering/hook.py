@@ -114,6 +114,9 @@ class SteeringHook:
         z = torch.zeros_like(own)
         if live.numel() == 0:
             return z
+        if sae.is_elementwise:  # relu, jumprelu, gated: each latent on its own encoder row
+            z[live] = sae.activations(x[live], self.plan.clamp_latents).to(z.dtype)
+            return z
         if self.plan.lowp is None:  # exact: the SAE's own encode
             top_acts, top_idx = sae.encode(x[live])  # (L, k)
             hit = top_idx.unsqueeze(-1) == self.plan.clamp_latents  # (L, k, mc)

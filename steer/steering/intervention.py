@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from sae import TopKSAE
+from sae import TopKSAE, load_sae
 from steer.lm.models import LoadedModel, load_model, parse_hookpoint
 
 Mode = Literal["clamp", "add", "ablate"]
@@ -148,7 +148,7 @@ def open_sae(
     """Load an SAE checkpoint and its model (cfg.model_name unless `model` is given).
 
     `latents` are checked against the SAE before the (slower) model load."""
-    sae = TopKSAE.load(sae_dir, device=device)
+    sae = load_sae(sae_dir, device=device)  # native, sparsify or SAELens; any arch
     check_latents(sae, latents)
     name = model or sae.cfg.model_name
     if not name:

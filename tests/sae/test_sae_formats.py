@@ -171,7 +171,7 @@ def test_saelens_pre_6_config(tmp_path):
 
 
 def test_unsupported_and_broken_folders(tmp_path):
-    with pytest.raises(ValueError, match="no SAE folder"):
+    with pytest.raises(ValueError, match="no SAE checkpoint folder"):
         import_sae(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="cfg.json is missing"):
