@@ -2,7 +2,7 @@
 
 from sae.train.trainer import TrainConfig, Trainer, default_lr, sae_name
 
-from .archs import ARCHS
+from .archs import ARCHS, concat_codes
 from .config import SAEConfig
 from .formats import FORMATS, detect_format, export_sae, import_sae, load_sae
 from .geomedian import geometric_median
@@ -26,4 +26,5 @@ __all__ = [
     "import_sae",
     "load_sae",
     "ARCHS",
+    "concat_codes",
 ]

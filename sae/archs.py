@@ -19,6 +19,7 @@ activations of a few latents cost a few rows of W_enc (steering's clamp relies o
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -59,3 +60,14 @@ def sparse_codes(z: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
     width = max(1, active) if k is None else min(k, z.shape[-1])
     acts, indices = z.topk(min(width, z.shape[-1]), dim=-1, sorted=False)
     return acts, indices
+
+
+def concat_codes(acts: list[Tensor], indices: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Concatenate sparse codes of several batches along dim 0. Non-TopK codes differ in
+    width from batch to batch; the narrower ones are padded with zero activations."""
+    width = max(a.shape[-1] for a in acts)
+
+    def pad(t: Tensor) -> Tensor:
+        return F.pad(t, (0, width - t.shape[-1]))  # zeros: act 0 at latent 0, decodes to nothing
+
+    return torch.cat([pad(a) for a in acts]), torch.cat([pad(i) for i in indices])

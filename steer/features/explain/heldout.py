@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sae import TopKSAE
+from sae import TopKSAE, concat_codes
 from steer.lm.models import LoadedModel
 from steer.steering import sae_layer
 
@@ -169,9 +169,8 @@ def sae_codes(
         raise ValueError(f"contexts of {tokens.shape[1]} tokens are too short")
     valid = torch.ones_like(tokens, dtype=torch.bool)
     valid[:, :skip_first] = False
-    return HeldoutCodes(
-        tokens, valid, torch.cat(acts_parts), torch.cat(idx_parts), sae.n_latents, _vocab(lm)
-    )
+    acts, idx = concat_codes(acts_parts, idx_parts)  # widths differ for non-TopK SAEs
+    return HeldoutCodes(tokens, valid, acts, idx, sae.n_latents, _vocab(lm))
 
 
 def fit_and_score(
