@@ -53,24 +53,25 @@ METRICS_FILE = "metrics.jsonl"
 @dataclass
 class TrainConfig:
     widths: list[int]
-    """Number of latents of each SAE in the family (e.g. [4608, 9216]); every (width, k) pair is trained."""
+    """Number of latents of each SAE in the family; every (width, k) pair is trained, all
+    on the same batches."""
 
     ks: list[int] = field(default_factory=lambda: [32])
-    """Active latents per token; every (width, k) pair is trained."""
+    """Active latents per token (TopK); every (width, k) pair is trained."""
 
     batch_tokens: int = 4096
-    """Tokens (activation vectors) per optimisation step; the stream is re-chunked to this size."""
+    """Activations (tokens) per optimizer step; the stream is re-chunked to this size."""
 
     total_tokens: int = 10_000_000
-    """Tokens to train on; steps = total_tokens // batch_tokens."""
+    """Total training tokens; steps = total tokens // batch tokens."""
 
     lr: float | None = None
-    """Learning rate; None: for each SAE, 2e-4 / sqrt(n_latents / 2**14) with Adam (paper's
-    scaling), 2.5e-3 / sqrt(n_latents / 2**14) with signum."""
+    """Learning rate (default, per SAE: 2e-4 / sqrt(n_latents / 2^14) with adam, the
+    paper's scaling; 2.5e-3 / sqrt(n_latents / 2^14) with signum)."""
 
     optimizer: str = "adam"
-    """adam: the paper's Adam with warmup and final decay. signum: schedule-free SignSGD
-    (sparsify's default), warmup and no decay; converges faster on short runs."""
+    """adam: the paper's recipe (warmup, decay over the last 20%). signum: schedule-free
+    SignSGD as in sparsify; warmup, no decay, faster on short runs."""
 
     warmup_steps: int = 100
     """Steps of linear learning-rate warmup from 0."""
@@ -93,14 +94,15 @@ class TrainConfig:
     at least one batch (the paper's 10M, scaled down for short runs)."""
 
     multi_topk: bool = False
-    """Multi-TopK: add FVU with 4k latents / 8 to the loss so k can be raised at inference."""
+    """Multi-TopK loss L(k) + L(4k)/8, so k can be raised at inference."""
 
     matryoshka: list[int] = field(default_factory=list)
-    """Train one Matryoshka SAE with these nested levels (e.g. [1152, 2304, 4608, 9216]; the
-    last is the single width): loss = mean FVU of each prefix alone (sae/matryoshka.py)."""
+    """Train one Matryoshka SAE with these nested levels (the last is its width): the first
+    m latents form an SAE of their own for each level m; loss = mean FVU of each prefix
+    alone (sae/matryoshka.py)."""
 
     save_every_steps: int = 500
-    """Write the checkpoints and the training state every this many steps."""
+    """Save checkpoints and training state every this many steps."""
 
     log_every_steps: int = 10
     """Log metrics (metrics.jsonl, progress callback) every this many steps."""

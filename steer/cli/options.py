@@ -5,7 +5,9 @@ Commands import from here, never from each other (`make lint` checks it).
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -164,3 +166,31 @@ def load_catalog_for(sae_dir: Path, sae, warn: bool = True):
 SAE_HELP = "SAE checkpoint folder (cfg.json + sae.safetensors); its catalog/ is used when present."
 MODEL_HELP = "Model to steer (default: the one named in the SAE's cfg.json)."
 DEVICE_HELP = "cpu, cuda, or auto (cuda when available)."
+
+
+@functools.cache
+def field_docs(package: str, module_path: str, class_name: str) -> dict[str, str]:
+    """The field docstrings of a dataclass (the string under each field), read from its
+    source without importing it: option help comes from the config's own words, and
+    `steer --help` stays free of torch. module_path is relative to the package folder."""
+    spec = importlib.util.find_spec(package)  # a top-level package: found, not imported
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    source = Path(spec.submodule_search_locations[0], module_path).read_text()
+    cls = next(
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef) and node.name == class_name
+    )
+    docs = {}
+    for node, after in zip(cls.body, cls.body[1:], strict=False):  # (field, its docstring)
+        doc = getattr(after, "value", None)
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(doc, ast.Constant)
+            and isinstance(doc.value, str)
+        ):
+            docs[node.target.id] = " ".join(doc.value.split())
+    return docs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
 from pathlib import Path
 
@@ -11,12 +10,33 @@ import typer
 
 from .options import (
     check_device,
+    field_docs,
     friendly_errors,
     model_dtype,
     parse_count,
-    quiet_model_loading,
     resolve_device,
 )
+from .training import cached_source, fit_with_progress, model_source, model_stream, print_summary
+
+# TrainConfig field -> the flag that sets it. A flag's help is the field's docstring (one
+# source: sae/train/trainer.py), then what the CLI adds; TrainConfig's checks name the flag.
+CONFIG_FLAGS = {
+    "widths": "--widths",
+    "ks": "--k",
+    "batch_tokens": "--batch-tokens",
+    "total_tokens": "--tokens",
+    "lr": "--lr",
+    "optimizer": "--optimizer",
+    "multi_topk": "--multi-topk",
+    "matryoshka": "--matryoshka",
+    "save_every_steps": "--save-every",
+    "seed": "--seed",
+}
+
+
+def config_help(field: str, cli: str = "") -> str:
+    doc = field_docs("sae", "train/trainer.py", "TrainConfig").get(field, "")
+    return " ".join(part for part in (doc, cli) if part)
 
 
 def parse_widths(spec: str, d_model: int) -> list[int]:
@@ -73,7 +93,8 @@ def default_out_dir(model: str, layer: int) -> Path:
 
 
 @friendly_errors
-def train(
+def train(  # one typer.Option per flag: long, but it reads as the flag table
+    ctx: typer.Context,
     model: str = typer.Option(
         None,
         "--model",
@@ -102,26 +123,30 @@ def train(
         "8x",
         "--widths",
         "-w",
-        help="Comma list of SAE widths: latent counts (4608, 16k) or multiples of d_model (8x). One SAE per width and k, all trained on one pass.",
+        help=config_help(
+            "widths", "Comma list: latent counts (4608, 16k) or multiples of d_model (8x)."
+        ),
     ),
-    k: str = typer.Option("32", "--k", "-k", help="Comma list of active latents per token (TopK)."),
+    k: str = typer.Option("32", "--k", "-k", help=config_help("ks", "Comma list.")),
     batch_tokens: int = typer.Option(
         4096,
         "--batch-tokens",
-        help="Activations (tokens) per optimizer step; under torchrun the global batch, split across the processes.",
+        help=config_help(
+            "batch_tokens", "Under torchrun the global batch, split across the processes."
+        ),
     ),
     tokens: str = typer.Option(
-        "10M", "--tokens", "-n", help="Total training tokens, e.g. 500k, 10M."
+        "10M", "--tokens", "-n", help=config_help("total_tokens", "E.g. 500k, 10M.")
     ),
     lr: float = typer.Option(
         None,
         "--lr",
-        help="Learning rate (default, per SAE: 2e-4 / sqrt(n_latents / 2^14) with adam, 2.5e-3 / sqrt(n_latents / 2^14) with signum).",
+        help=config_help("lr"),
     ),
     optimizer: str = typer.Option(
         "adam",
         "--optimizer",
-        help="adam: the paper's recipe (warmup, decay over the last 20%). signum: schedule-free SignSGD as in sparsify; no decay, faster on short runs.",
+        help=config_help("optimizer"),
     ),
     out: Path = typer.Option(
         None,
@@ -129,13 +154,11 @@ def train(
         "-o",
         help="Output folder (default: runs/<model>/resid_post.L): one <n>-k<k>/ checkpoint per SAE, metrics.jsonl, train_state/.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for SAE init and data order."),
+    seed: int = typer.Option(0, "--seed", help=config_help("seed", "Also the data order.")),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run saved in --out where it stopped."
     ),
-    save_every: int = typer.Option(
-        500, "--save-every", help="Save checkpoints and training state every N steps."
-    ),
+    save_every: int = typer.Option(500, "--save-every", help=config_help("save_every_steps")),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
     dtype: str = typer.Option(
         "auto",
@@ -145,7 +168,7 @@ def train(
     multi_topk: bool = typer.Option(
         False,
         "--multi-topk",
-        help="Multi-TopK loss L(k) + L(4k)/8, so k can be raised at inference.",
+        help=config_help("multi_topk"),
     ),
     activations: Path = typer.Option(
         None,
@@ -155,7 +178,10 @@ def train(
     matryoshka: str = typer.Option(
         None,
         "--matryoshka",
-        help="Train one Matryoshka SAE with these nested levels, e.g. 1152,2304,4608,9216 (replaces --widths; one k): the first m latents form an SAE of their own for each m, opened as DIR@m.",
+        help=config_help(
+            "matryoshka",
+            "Comma list, e.g. 1152,2304,4608,9216 (replaces --widths; one k); DIR@m opens level m.",
+        ),
     ),
 ) -> None:
     """Train TopK SAEs (Gao et al. 2024) on the residual stream after one block.
@@ -164,192 +190,52 @@ def train(
 
     Data parallel: launch with torchrun (e.g. torchrun --nproc_per_node 2 -m steer train ...); each process reads its own share of the corpus, rank 0 writes the files.
     """
-    from sae.train.distributed import DistributedTrainer, rank_batch_tokens
-    from sae.train.trainer import OPTIMIZERS, TrainConfig, Trainer
-    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
-    from steer.lm.activations import ActivationStream
-    from steer.lm.data import RepeatContexts, TokenContexts
-    from steer.lm.distributed import ShardedStream, init_distributed, shutdown_distributed
-    from steer.lm.models import default_training_model, load_model, parse_hookpoint
+    from sae.train.distributed import DistributedTrainer
+    from sae.train.trainer import Trainer
+    from steer.lm.distributed import init_distributed, shutdown_distributed
+    from steer.lm.models import parse_hookpoint
 
-    total_tokens = parse_count(tokens, "--tokens")
-    ks = parse_ks(k)
-    torch_dtype = model_dtype(dtype)
+    total_tokens, ks, torch_dtype = parse_count(tokens, "--tokens"), parse_ks(k), model_dtype(dtype)
     if not corpus and activations is None:
         raise ValueError(
             "no corpus: pass --corpus PATH (a .txt/.jsonl/.parquet file, optionally .xz/.gz, "
             "a directory of them, or hf:<dataset>) or set STEER_CORPUS, or --activations DIR"
         )
-    if ctx_len < 2:
-        raise ValueError(f"--ctx-len must be at least 2, got {ctx_len}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    if batch_tokens < 1 or save_every < 1:
-        raise ValueError("--batch-tokens and --save-every must be positive")
     layer_index = parse_hookpoint(layer) if layer is not None else None
-
     dist_env = init_distributed(device)  # torchrun: join the process group, cuda:LOCAL_RANK
     dev = check_device(dist_env.device if dist_env.distributed else resolve_device(device))
     if activations is not None:
         if dist_env.distributed:
             raise ValueError("--activations trains in one process: launch without torchrun")
-        stream, cached = _cached_source(activations, model, layer_index, batch_tokens, seed)
-        model, layer_index, d_model = cached["model_name"], cached["layer"], cached["d_in"]
-        corpus_spec, text_field, ctx_len = cached["corpus"], cached["text_field"], cached["ctx_len"]
-        corpus = corpus_spec
+        source = cached_source(activations, model, layer_index, batch_tokens, seed)
     else:
-        if model is None:
-            model = default_training_model()
-            typer.echo(f"no --model given: training on {model}", err=True)
-        quiet_model_loading()
-        lm = load_model(model, device=dev, dtype=torch_dtype)
-        if layer_index is None:
-            layer_index = lm.n_layers // 2
-        lm.check_layer(layer_index)
-        d_model = lm.d_model
-        corpus_spec = (
-            corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
-        )
-    width_list = parse_widths(widths, d_model)
-    levels = parse_widths(matryoshka, d_model) if matryoshka else []
-    if levels:
-        width_list = [levels[-1]]
-    for kk in ks:
-        for width in width_list:
-            if kk > width:
-                raise ValueError(
-                    f"k={kk} is larger than width {width}: each SAE needs k <= its number of latents"
-                )
-    out_dir = Path(out) if out is not None else default_out_dir(model, layer_index)
-    state_dir = out_dir / "train_state"
-    if batch_tokens < dist_env.world_size:
-        raise ValueError(
-            f"--batch-tokens {batch_tokens} is smaller than the {dist_env.world_size} processes"
-        )
-    if resume and not state_dir.exists():
-        raise ValueError(
-            f"nothing to resume: {state_dir} does not exist (run without --resume first)"
-        )
-    if not resume and state_dir.exists():
-        raise ValueError(
-            f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out"
-        )
-    setting = dict(
-        model_name=model,
-        hookpoint=f"resid_post.{layer_index}",
-        corpus=corpus_spec,
-        text_field=text_field,
-        ctx_len=ctx_len,
-        seed=seed,
-        dtype=dtype,
-        optimizer=optimizer,
-        activations=str(Path(activations).resolve()) if activations is not None else None,
-        matryoshka=levels,
-    )
+        source = model_source(model, layer_index, corpus, text_field, ctx_len, torch_dtype, dev)
+    cfg = _train_config(
+        widths, ks, matryoshka, source.d_model, total_tokens, batch_tokens, lr, optimizer,
+        multi_topk, save_every, seed, dev,
+    )  # fmt: skip
+    out_dir = Path(out) if out is not None else default_out_dir(source.model, source.layer)
+    _check_out_dir(out_dir, resume, batch_tokens, dist_env.world_size)
+    run = _run_settings(source, seed, dtype, optimizer, activations, cfg.matryoshka)
     if resume:
-        check_resume_settings(out_dir, setting)
-
-    if activations is None:
-
-        def contexts_for(epoch: int):
-            return TokenContexts(
-                corpus_spec,
-                lm.tokenizer,
-                ctx_len=ctx_len,
-                text_field=text_field,
-                split="train",
-                heldout_fraction=DEFAULT_HELDOUT_FRACTION,
-                seed=seed + epoch,
-            )
-
-        # Fail fast (one line) on an unreadable or empty corpus, before any file is written.
-        next(iter(contexts_for(0)))
-        stream = ActivationStream(
-            lm,
-            layer_index,
-            RepeatContexts(contexts_for),
-            batch_tokens=rank_batch_tokens(batch_tokens, dist_env.rank, dist_env.world_size),
-            seed=seed,
-            autocast=dtype == "auto",
-            rank=dist_env.rank,
-            world_size=dist_env.world_size,
-        )
-        # Resumable with another number of processes than the run it continues.
-        stream = ShardedStream(stream, ctx_len)
-
-    params = dict(
-        model=model,
-        layer=f"resid_post.{layer_index}",
-        corpus=corpus,
-        text_field=text_field,
-        ctx_len=ctx_len,
-        widths=widths,
-        k=k,
-        batch_tokens=batch_tokens,
-        tokens=tokens,
-        lr=lr,
-        optimizer=optimizer,
-        out=str(out_dir),
-        seed=seed,
-        save_every=save_every,
-        device=device,
-        dtype=dtype,
-        multi_topk=multi_topk,
-        activations=activations,
-        matryoshka=matryoshka,
-    )
-    if activations is not None:  # model, corpus and layer come from the cache
-        for key in ("model", "layer", "corpus", "text_field", "ctx_len", "dtype"):
-            params.pop(key)
-    command = _command_line(params)
-    provenance = {
-        "command": command,
-        "argv": list(sys.argv),
-        "corpus": corpus_spec,
-        "text_field": text_field,
-        "ctx_len": ctx_len,
-        "heldout_fraction": DEFAULT_HELDOUT_FRACTION,
-        "dtype": dtype,
-        "seed": seed,
-        "optimizer": optimizer,
-        "matryoshka": levels,
-        "skip_first": 1,
-        "world_size": dist_env.world_size,
-    }
-    if activations is not None:
-        provenance["activations"] = setting["activations"]
-    steps = max(1, total_tokens // batch_tokens)
-    cfg = TrainConfig(
-        widths=width_list,
-        ks=ks,
-        batch_tokens=batch_tokens,
-        total_tokens=total_tokens,
-        lr=lr,
-        optimizer=optimizer,
-        multi_topk=multi_topk,
-        matryoshka=levels,
-        save_every_steps=save_every,
-        seed=seed,
-        device=dev,
-        # Short runs: warm up over 5% of the steps (at most the usual 100) and log often
-        # enough to draw a curve.
-        warmup_steps=min(100, max(1, steps // 20)),
-        log_every_steps=min(10, max(1, steps // 100)),
-    )
+        check_resume_settings(out_dir, run)
+    stream = source.stream
+    if stream is None:  # the model over the corpus (a cache brings its own stream)
+        stream = model_stream(source, batch_tokens, seed, dtype, dist_env)
+    command = _command_line(ctx, out_dir, source.layer, cached=activations is not None)
     trainer = (DistributedTrainer if dist_env.distributed else Trainer)(
         cfg,
-        d_model,
+        source.d_model,
         out_dir,
-        hookpoint=f"resid_post.{layer_index}",
-        model_name=model,
-        provenance=provenance,
+        hookpoint=run["hookpoint"],
+        model_name=source.model,
+        provenance=_provenance(run, command, dist_env.world_size),
     )
-
-    # Only rank 0 talks (and writes files: see sae/distributed.py).
+    # Only rank 0 talks (and writes files: see sae/train/distributed.py).
     err = typer.echo if dist_env.is_main else (lambda *args, **kwargs: None)
     err(
-        f"training {len(width_list) * len(ks)} SAE(s) on {model} resid_post.{layer_index} "
-        f"(d={d_model}): widths {width_list}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
+        f"training {len(cfg.widths) * len(ks)} SAE(s) on {source.model} {run['hookpoint']} "
+        f"(d={source.d_model}): widths {cfg.widths}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
         err=True,
     )
     if dist_env.distributed:
@@ -358,7 +244,7 @@ def train(
             f"{batch_tokens:,} tokens = about {batch_tokens // dist_env.world_size:,} per process",
             err=True,
         )
-    result = _fit_with_progress(trainer, stream, total_tokens, resume, show=dist_env.is_main)
+    result = fit_with_progress(trainer, stream, total_tokens, resume, show=dist_env.is_main)
     if getattr(stream, "resharded", None):
         err(
             f"resumed a {stream.resharded['from']}-process run with {dist_env.world_size}: skipped "
@@ -366,10 +252,97 @@ def train(
             err=True,
         )
     shutdown_distributed()
-
-    stopped = result.get("stopped", "done")
     if dist_env.is_main:
-        _print_summary(result, out_dir)
+        print_summary(result, out_dir)
+    _report_end(result, out_dir, command, dist_env, err)
+
+
+def _train_config(widths, ks, matryoshka, d_model, total_tokens, batch_tokens, lr, optimizer,
+                  multi_topk, save_every, seed, dev):  # fmt: skip
+    """The TrainConfig of these flags; its own checks, worded with the flags' names."""
+    from sae.train.trainer import TrainConfig
+
+    levels = parse_widths(matryoshka, d_model) if matryoshka else []
+    steps = max(1, total_tokens // max(batch_tokens, 1))  # batch_tokens < 1: TrainConfig says so
+    try:
+        return TrainConfig(
+            widths=[levels[-1]] if levels else parse_widths(widths, d_model),
+            ks=ks,
+            batch_tokens=batch_tokens,
+            total_tokens=total_tokens,
+            lr=lr,
+            optimizer=optimizer,
+            multi_topk=multi_topk,
+            matryoshka=levels,
+            save_every_steps=save_every,
+            seed=seed,
+            device=dev,
+            # Short runs: warm up over 5% of the steps (at most the usual 100) and log often
+            # enough to draw a curve.
+            warmup_steps=min(100, max(1, steps // 20)),
+            log_every_steps=min(10, max(1, steps // 100)),
+        )
+    except ValueError as err:
+        message = str(err)
+        for field, flag in CONFIG_FLAGS.items():
+            if message.startswith(f"{field} "):
+                message = flag + message[len(field) :]
+        raise ValueError(message) from None
+
+
+def _run_settings(source, seed: int, dtype: str, optimizer: str, activations, levels) -> dict:
+    """The settings that decide what the run computes: recorded beside every checkpoint
+    (cfg.json), and a resumed run must have the same (check_resume_settings)."""
+    return {
+        "model_name": source.model,
+        "hookpoint": f"resid_post.{source.layer}",
+        "corpus": source.corpus,
+        "text_field": source.text_field,
+        "ctx_len": source.ctx_len,
+        "seed": seed,
+        "dtype": dtype,
+        "optimizer": optimizer,
+        "activations": str(Path(activations).resolve()) if activations is not None else None,
+        "matryoshka": levels,
+    }
+
+
+def _check_out_dir(out_dir: Path, resume: bool, batch_tokens: int, world_size: int) -> None:
+    if batch_tokens < world_size:
+        raise ValueError(
+            f"--batch-tokens {batch_tokens} is smaller than the {world_size} processes"
+        )
+    state_dir = out_dir / "train_state"
+    if resume and not state_dir.exists():
+        raise ValueError(
+            f"nothing to resume: {state_dir} does not exist (run without --resume first)"
+        )
+    if not resume and state_dir.exists():
+        raise ValueError(
+            f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+
+
+def _provenance(run: dict, command: str, world_size: int) -> dict:
+    """What each checkpoint's cfg.json records under `extra` (model and hook point have
+    fields of their own)."""
+    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
+
+    settings = {k: v for k, v in run.items() if k not in ("model_name", "hookpoint")}
+    if settings["activations"] is None:
+        del settings["activations"]
+    return {
+        "command": command,
+        "argv": list(sys.argv),
+        **settings,
+        "heldout_fraction": DEFAULT_HELDOUT_FRACTION,
+        "skip_first": 1,
+        "world_size": world_size,
+    }
+
+
+def _report_end(result: dict, out_dir: Path, command: str, dist_env, err) -> None:
+    stopped = result.get("stopped", "done")
     if stopped == "interrupted":
         err(
             f"interrupted at {result.get('tokens', 0):,} tokens; checkpoints and training state "
@@ -390,8 +363,15 @@ def train(
     err(f"done: evaluate with  steer eval --sae {out_dir}", err=True)
 
 
-def _command_line(params: dict) -> str:
-    """The full `steer train` command these settings correspond to (for provenance/resume)."""
+def _command_line(ctx: typer.Context, out_dir: Path, layer: int, cached: bool) -> str:
+    """The full `steer train` command of this invocation, as typed but with the layer and
+    the output folder spelled out (for provenance and the resume hint)."""
+    params = {p.name: ctx.params.get(p.name) for p in ctx.command.params}  # declaration order
+    params.update(layer=f"resid_post.{layer}", out=str(out_dir))
+    del params["resume"]
+    if cached:  # model, corpus and layer come from the cache
+        for key in ("model", "layer", "corpus", "text_field", "ctx_len", "dtype"):
+            params.pop(key)
     words = ["steer", "train"]
     for name, value in params.items():
         if value is None or value is False:
@@ -399,132 +379,3 @@ def _command_line(params: dict) -> str:
         flag = "--" + name.replace("_", "-")
         words += [flag] if value is True else [flag, str(value)]
     return shlex.join(words)
-
-
-def _fit_with_progress(trainer, stream, total_tokens: int, resume: bool, show: bool = True) -> dict:
-    """Run trainer.fit with a rich progress bar (show=False: silent, for ranks other than 0);
-    SIGINT or SIGTERM (torchrun forwards both to its workers) asks the trainer to save and stop."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True, quiet=not show)
-    interactive = console.is_terminal and show
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
-        TextColumn("{task.fields[speed]}"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[metrics]}"),
-        console=console,
-        disable=not interactive,
-    )
-    task = progress.add_task("train", total=total_tokens, speed="", metrics="")
-    next_report = [0.0]
-
-    def on_log(record: dict) -> None:
-        metrics = _format_metrics(record.get("saes", {}))
-        speed = f"{record.get('tokens_per_s', 0):,.0f} tok/s"
-        progress.update(task, completed=record.get("tokens", 0), speed=speed, metrics=metrics)
-        fraction = record.get("tokens", 0) / total_tokens
-        if not interactive and fraction >= next_report[0]:
-            # Plain lines when stderr is not a terminal (logs, CI): about every 10%.
-            console.print(
-                f"step {record.get('step')}: {record.get('tokens', 0):,} tokens, {speed}, {metrics}",
-                highlight=False,
-            )
-            next_report[0] = fraction + 0.1
-
-    interrupts = [0]
-
-    def on_sigint(_signum, _frame):
-        interrupts[0] += 1
-        if interrupts[0] > 1:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
-        trainer.request_stop()
-        console.print(
-            "\nCtrl-C: saving and stopping after this step (press again to abort)", highlight=False
-        )
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[signum] = signal.signal(signum, on_sigint)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-            pass
-    try:
-        with progress:
-            return trainer.fit(stream, resume=resume, on_log=on_log)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _format_metrics(saes: dict, limit: int = 3) -> str:
-    parts = []
-    for name, m in list(saes.items())[:limit]:
-        parts.append(
-            f"{name} fvu {m.get('fvu', float('nan')):.3f} L0 {m.get('l0', float('nan')):.0f} "
-            f"dead {m.get('dead_frac', float('nan')):.0%}"
-        )
-    if len(saes) > limit:
-        parts.append(f"+{len(saes) - limit} more")
-    return " | ".join(parts)
-
-
-def _print_summary(result: dict, out_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{result.get('steps', 0):,} steps, {result.get('tokens', 0):,} tokens")
-    for column in ("SAE", "FVU", "L0", "dead", "checkpoint"):
-        table.add_column(column, justify="left" if column in ("SAE", "checkpoint") else "right")
-    for name, m in result.get("saes", {}).items():
-        table.add_row(
-            name,
-            _fmt(m.get("fvu"), ".4f"),
-            _fmt(m.get("l0"), ".1f"),
-            _fmt(m.get("dead_frac"), ".1%"),
-            str(m.get("path", out_dir / name)),
-        )
-    console = Console(file=sys.stdout)
-    if not console.is_terminal:
-        console = Console(file=sys.stdout, width=130)
-    console.print(table)
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _cached_source(
-    folder: Path, model: str | None, layer: int | None, batch_tokens: int, seed: int
-):
-    """(stream, settings) for a cache written by steer cache; --model / --layer, when
-    given, must agree with it."""
-    from steer.lm.cache import CachedActivations
-    from steer.lm.models import parse_hookpoint
-
-    stream = CachedActivations(folder, batch_tokens=batch_tokens, seed=seed)
-    meta = stream.meta
-    cached_layer = parse_hookpoint(meta.get("hookpoint", ""))
-    if layer is not None and layer != cached_layer:
-        raise ValueError(f"--layer {layer}: the cache {folder} holds resid_post.{cached_layer}")
-    if model is not None and model != meta.get("model_name"):
-        raise ValueError(f"--model {model}: the cache {folder} holds {meta.get('model_name')}")
-    settings = {
-        "model_name": meta.get("model_name", ""),
-        "layer": cached_layer,
-        "d_in": int(meta["d_in"]),
-        "corpus": meta.get("corpus", ""),
-        "text_field": meta.get("text_field", "text"),
-        "ctx_len": int(meta.get("ctx_len", 128)),
-    }
-    return stream, settings

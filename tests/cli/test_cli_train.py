@@ -1,5 +1,7 @@
 """`steer train` and `steer eval` end to end through typer's runner, and their bad inputs."""
 
+import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -322,3 +324,25 @@ def test_real_run_on_the_embedded_model_lowers_fvu(tmp_path):
     m = json.loads(result.stdout)["1152-k32"]
     assert m["split"] == "heldout" and m["fvu"] < 0.6 * fvus[0]
     assert m["ce_clean"] < m["ce_sae"] < m["ce_zero"] and m["loss_recovered"] > 0.5
+
+
+def test_train_option_help_is_the_train_config_docstring():
+    import typer.main
+
+    from sae.train.trainer import TrainConfig
+    from steer.cli.train import CONFIG_FLAGS
+
+    params = {p.opts[0]: p for p in typer.main.get_command(app).commands["train"].params}
+    for field, flag in CONFIG_FLAGS.items():
+        assert field in {f.name for f in dataclasses.fields(TrainConfig)}, field
+        doc = " ".join(
+            inspect.getsource(TrainConfig).split(f"    {field}:")[1].split('"""')[1].split()
+        )
+        assert params[flag].help.startswith(doc), (flag, params[flag].help)
+
+
+def test_train_config_checks_are_worded_with_the_flags(tiny_model_dir, tiny_corpus, tmp_path):
+    args = tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "run")
+    args[args.index("--save-every") + 1] = "0"
+    assert_one_line_error(invoke(*args), "--save-every must be positive")
+    assert not (tmp_path / "run").exists()
