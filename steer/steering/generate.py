@@ -17,6 +17,8 @@ Finished rows leave the batch.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
@@ -207,24 +209,25 @@ def sample_next(
 def _forward(
     lm: LoadedModel, ids: Tensor, cache, hook: SteeringHook | None, offset: int, rows: list[int]
 ):
-    """One forward of ids (B, t) at absolute `offset`, batch rows = rows; -> (logits (B, V), cache)."""
+    """One forward of ids (B, t) at absolute `offset`, batch rows = rows; -> (logits (B, V), cache).
+
+    Position bookkeeping: the hook learns the absolute position of ids[:, 0] and which
+    rows of the plan the batch holds, so prompt-only / generated-only steering and the
+    per-row levers stay right as rows leave the batch."""
     kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache}
-    if _KEEP_LOGITS.get(type(lm.model), True):
+    if _keeps_logits(type(lm.model)):
         kwargs["logits_to_keep"] = 1  # the LM head for the last position only
     if hook is not None:
         hook.reset(offset, rows)
-    try:
-        with hook if hook is not None else contextlib.nullcontext():
-            out = lm.model(**kwargs)
-    except TypeError as err:  # older transformers: no logits_to_keep
-        if "logits_to_keep" not in str(err):
-            raise
-        _KEEP_LOGITS[type(lm.model)] = False
-        return _forward(lm, ids, cache, hook, offset, rows)
+    with hook if hook is not None else contextlib.nullcontext():
+        out = lm.model(**kwargs)
     return out.logits[:, -1].float(), out.past_key_values
 
 
-_KEEP_LOGITS: dict[type, bool] = {}
+@functools.cache
+def _keeps_logits(model_class: type) -> bool:
+    """Does this model's forward take `logits_to_keep` (older transformers: no)?"""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 # ---------------------------------------------------------------------- generation
@@ -246,10 +249,39 @@ def generate_rows(
     """
     settings = settings or GenerationSettings()
     rows = [list(r) for r in rows]
+    ids = _check_prompt(lm, prompt_ids, rows, settings)  # (P,)
+    P = ids.numel()
+    hook = _steering_hook(lm, sae, rows, settings, max_acts, P)
+    generators = [torch.Generator(device=lm.device).manual_seed(settings.seed) for _ in rows]
+    stop = eos_ids(lm) if settings.stop_on_eos else set()
+    decoders = [IncrementalDecoder(lm.tokenizer) for _ in rows]
+    logits, cache = _prefill(lm, ids, hook, len(rows))
+    alive = list(range(len(rows)))  # the rows still in the batch, in batch order
+    for step in range(settings.max_new_tokens):
+        nxt = sample_next(logits, settings, [generators[r] for r in alive])  # (len(alive),)
+        last = step == settings.max_new_tokens - 1
+        events = [
+            _event(r, step, int(nxt[j]), last, stop, decoders[r]) for j, r in enumerate(alive)
+        ]
+        yield events
+        keep = [j for j, e in enumerate(events) if not e.done]
+        if not keep or (cancel is not None and cancel()):
+            return
+        if len(keep) < len(alive):  # finished rows leave the batch (and the cache)
+            cache.batch_select_indices(torch.tensor(keep, device=lm.device))
+            alive, nxt = [alive[j] for j in keep], nxt[keep]
+        # 3. Feed the new tokens back; the token of step s sits at position P + s.
+        logits, cache = _forward(lm, nxt[:, None], cache, hook, P + step, alive)
+
+
+def _check_prompt(
+    lm: LoadedModel, prompt_ids: Tensor, rows: list, settings: GenerationSettings
+) -> Tensor:
+    """The prompt as (P,) ids on the model's device, after checking that it fits."""
     if not rows:
         raise ValueError("nothing to generate: no rows")
     ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().to(lm.device)
-    P, R = ids.numel(), len(rows)
+    P = ids.numel()
     if P == 0:
         raise ValueError("the prompt is empty")
     limit = max_positions(lm)
@@ -258,54 +290,49 @@ def generate_rows(
             f"the prompt ({P} tokens) plus {settings.max_new_tokens} new tokens exceeds "
             f"{lm.name}'s context of {limit} tokens"
         )
-    steered = any(iv.enabled for row in rows for iv in row)
-    hook = None
-    if steered:
-        if sae is None:
-            raise ValueError("steering needs an SAE")
-        hook = SteeringHook(
-            lm, sae, rows, max_acts=max_acts, positions=settings.positions, prompt_len=P
-        )
-        if hook.is_noop:
-            hook = None
-    generators = [torch.Generator(device=lm.device).manual_seed(settings.seed) for _ in rows]
-    stop = eos_ids(lm) if settings.stop_on_eos else set()
-    decoders = [IncrementalDecoder(lm.tokenizer) for _ in rows]
+    return ids
 
-    # 1. Prompt tokens 0 .. P-2, once per distinct prompt-time steering.
-    cache = None
+
+def _steering_hook(lm, sae, rows, settings, max_acts, prompt_len: int) -> SteeringHook | None:
+    """The hook for these rows, or None when no row edits anything."""
+    if not any(iv.enabled for row in rows for iv in row):
+        return None
+    if sae is None:
+        raise ValueError("steering needs an SAE")
+    hook = SteeringHook(
+        lm, sae, rows, max_acts=max_acts, positions=settings.positions, prompt_len=prompt_len
+    )
+    return None if hook.is_noop else hook
+
+
+def _prefill(lm: LoadedModel, ids: Tensor, hook: SteeringHook | None, n_rows: int):
+    """Run the prompt (P,) for n_rows rows -> (logits (R, V) of the last position, cache).
+
+    1. Prompt tokens 0 .. P-2 run once per distinct prompt-time steering (rows with equal
+       `row_key` share them), and each row gets a copy of its group's KV cache;
+    2. the last prompt token runs for every row: its logits give the first new tokens.
+    """
+    P, cache = ids.numel(), None
     if P > 1:
-        keys = [hook.row_key(r) if hook else () for r in range(R)]
+        keys = [hook.row_key(r) if hook else () for r in range(n_rows)]
         distinct = list(dict.fromkeys(keys))
         first_row = [keys.index(k) for k in distinct]
         _, cache = _forward(lm, ids[None, :-1].expand(len(distinct), -1), None, hook, 0, first_row)
-        if R > 1:  # one copy of its group's cache per row
+        if n_rows > 1:  # one copy of its group's cache per row
             cache.reorder_cache(torch.tensor([distinct.index(k) for k in keys], device=lm.device))
-    # 2. The last prompt token, for every row.
-    alive = list(range(R))
-    logits, cache = _forward(lm, ids[None, -1:].expand(R, 1), cache, hook, P - 1, alive)
+    return _forward(lm, ids[None, -1:].expand(n_rows, 1), cache, hook, P - 1, list(range(n_rows)))
 
-    for step in range(settings.max_new_tokens):
-        nxt = sample_next(logits, settings, [generators[r] for r in alive])  # (len(alive),)
-        last = step == settings.max_new_tokens - 1
-        events = []
-        for j, r in enumerate(alive):
-            token = int(nxt[j])
-            is_eos = token in stop
-            done = is_eos or last
-            text = "" if is_eos else decoders[r].push(token)
-            if done:
-                text += decoders[r].flush()
-            events.append(TokenEvent(r, step, token, text, done))
-        yield events
-        keep = [j for j, e in enumerate(events) if not e.done]
-        if not keep or (cancel is not None and cancel()):
-            return
-        if len(keep) < len(alive):  # finished rows leave the batch
-            cache.batch_select_indices(torch.tensor(keep, device=lm.device))
-            alive, nxt = [alive[j] for j in keep], nxt[keep]
-        # 3. Feed the new tokens back; the token of step s sits at position P + s.
-        logits, cache = _forward(lm, nxt[:, None], cache, hook, P + step, alive)
+
+def _event(
+    row: int, step: int, token: int, last: bool, stop: set[int], decoder: IncrementalDecoder
+) -> TokenEvent:
+    """Row `row`'s event for its sampled token: the text it completes, and whether it ends."""
+    is_eos = token in stop
+    done = is_eos or last
+    text = "" if is_eos else decoder.push(token)
+    if done:
+        text += decoder.flush()
+    return TokenEvent(row, step, token, text, done)
 
 
 def generate_text(

@@ -174,3 +174,12 @@ def test_presets_round_trip(tmp_path):
         load_preset(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="no preset file"):
         load_preset(tmp_path / "missing.json")
+
+
+def test_logits_to_keep_only_where_the_forward_takes_it(lm):
+    class OlderModel(torch.nn.Module):  # a forward from before logits_to_keep
+        def forward(self, input_ids, past_key_values=None, use_cache=None):
+            raise AssertionError("not called")
+
+    assert generation._keeps_logits(type(lm.model))
+    assert not generation._keeps_logits(OlderModel)
