@@ -38,7 +38,9 @@ from steer.lm.models import LoadedModel, block_output
 
 from .coherence import Coherence, continuation_ce, repetition
 from .generate import GenerationSettings, build_prompt_ids, generate_rows
-from .intervention import Intervention, SteeringHook, sae_layer, strength_scales
+from .hook import SteeringHook
+from .intervention import Intervention, sae_layer
+from .plan import strength_scales
 from .readouts import latent_codes, max_over_tokens
 
 NEUTRAL_PROMPTS = (
