@@ -9,11 +9,12 @@ The meter compares the steered reply's cross-entropy with the baseline reply's (
 prompt, no steering, so same length and sampling): a steered reply is *coherent* when
     ce_steered <= ce_baseline + MARGIN_NATS  and  repetition(steered) <= MAX_REPETITION
 (a loop is predictable text, low cross-entropy, so repetition is checked on its own).
-Measured on SmolLM2-135M, 40 greedy tokens: the baseline reply to "Tell me about your
-weekend." scores 1.04 nats/token; replies steered onto a topic but fluent ("My furry
-friend is a wonderful dog named Luna...") 2.2-2.6, so the margin is 2.5 nats. Steering
-too hard mostly ends in a loop ("........", " it it it"), which the unsteered model finds
-*predictable* (0.8-1.3 nats/token): the repetition check catches those.
+Measured on SmolLM2-135M (greedy): baseline replies score 0.9-1.2 nats/token; replies
+steered onto a topic and still fluent ("My furry friend is a wonderful dog named
+Luna...") 2.2-2.6 over 40 tokens and up to 3.5 over 16 (their first words carry the
+topic switch); so the margin is 3 nats. Steering too hard mostly ends in a loop
+("........", " it it it"), which the unsteered model finds *predictable* (0.8-2.8
+nats/token): the repetition check catches those.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from steer.lm.models import LoadedModel
 
-MARGIN_NATS = 2.5
+MARGIN_NATS = 3.0
 """How far above the baseline's cross-entropy a steered reply may go and stay coherent."""
 
 MAX_REPETITION = 0.5

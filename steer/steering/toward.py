@@ -65,7 +65,7 @@ STOPWORDS = set(
     "here talk talking write writing things thing something".split()
 )
 
-LADDER = (0.6, 1.0, 1.6)
+LADDER = (0.4, 0.65, 1.0)
 """Strengths tried in calibration, as the added vector's norm / the typical residual norm."""
 
 
@@ -301,7 +301,7 @@ def toward(
     *,
     max_acts: Tensor | None = None,
     top: int = 5,
-    n_calibrate: int = 2,
+    n_calibrate: int = 3,
     prompts: tuple[str, ...] = NEUTRAL_PROMPTS[:2],
     reply_tokens: int = 12,
 ) -> list[Lever]:
@@ -327,10 +327,13 @@ def toward(
 
     scales = strength_scales(cands, max_acts)  # raw units per unit of reported strength
     order = rise.argsort(descending=True).tolist()
-    best = order[:n_calibrate]
+    # Calibrate the best by measured rise and the best by first-order effect: on the
+    # shipped SAE either list alone missed levers the other found (e.g. "dog").
+    by_grad = grad[torch.tensor(cands)].argsort(descending=True).tolist()
+    best = list(dict.fromkeys(order[:n_calibrate] + by_grad[:n_calibrate]))
     calib = calibrate(lm, sae, [cands[j] for j in best], raw_unit[best], prompt_ids, words)
     levers = []
-    for j in order[: max(top, n_calibrate)]:
+    for j in list(dict.fromkeys(best + order))[: max(top, len(best))]:
         rung, rate, ok, texts = (1, 0.0, True, [])
         if j in best:
             rung, rate, ok, texts = calib[best.index(j)]
@@ -340,7 +343,7 @@ def toward(
                 feature=cands[j],
                 mode="add",
                 strength=round(strength, 3),
-                score=round(rate + float(rise[j]) / 100, 4),
+                score=round((rate if ok else 0.0) + float(rise[j]) / 100, 4),
                 rise=float(rise[j]),
                 hits=rate,
                 coherent=ok,

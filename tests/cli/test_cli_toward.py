@@ -67,7 +67,7 @@ def test_toward_steers_the_real_model_toward_a_concept():
     its strength and mode, makes `steer generate` name the concept where the baseline does not."""
     sae = "checkpoints/smollm2-135m/resid_post.12/9216-k32"
     out = json.loads(
-        invoke("features", "--sae", sae, "--toward", "ocean", "--top", 1, "--json").stdout
+        invoke("features", "--sae", sae, "--toward", "dog", "--top", 1, "--json").stdout
     )
     best = out["features"][0]
     spec = f"{best['feature']}={best['strength']}:{best['mode']}"
@@ -86,5 +86,5 @@ def test_toward_steers_the_real_model_toward_a_concept():
     assert result.exit_code == 0, result.output
     gen = json.loads(result.stdout)
     base, steered = gen["baseline"]["text"], gen["steered"]["text"]
-    assert "ocean" not in base.lower()
-    assert any(w in steered.lower() for w in ("ocean", "sea", "beach"))
+    assert "dog" not in base.lower()
+    assert "dog" in steered.lower()
