@@ -33,7 +33,6 @@ CONCEPTS = {
     "cat": "The cat curled up and purred on the sofa.",
     "horse": "She rode her horse across the field.",
     "bird": "A small bird sang in the tree outside the window.",
-    "fish": "The fish swam slowly around the aquarium.",
     "ocean": "The waves of the ocean crashed on the shore.",
     "mountain": "We climbed the mountain to see the snowy peak.",
     "forest": "The forest was full of tall pine trees.",
@@ -42,10 +41,8 @@ CONCEPTS = {
     "coffee": "I drink a cup of hot coffee every morning.",
     "pizza": "We ordered a large pizza with cheese and pepperoni.",
     "chocolate": "She ate a bar of dark chocolate after dinner.",
-    "bread": "The baker took fresh bread out of the oven.",
     "football": "The football team scored a goal in the last minute.",
     "music": "The band played loud music at the concert.",
-    "painting": "The artist finished a painting of a sunset.",
     "computer": "He turned on his computer and opened the program.",
     "robot": "The robot moved its metal arm to pick up the box.",
     "space": "The astronauts travelled into outer space on a rocket.",
@@ -56,7 +53,6 @@ CONCEPTS = {
     "money": "He saved his money in a bank account.",
     "war": "The war lasted for years and many soldiers died.",
     "car": "She drove her car down the highway.",
-    "train": "The train left the station on time.",
 }
 PROMPTS = (
     "Tell me about your weekend.",
