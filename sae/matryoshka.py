@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .kernels import TopKEncode, selection_dtype, sparse_decode, sparse_ok
+from .metrics import total_variance
 from .model import CONFIG_FILE, ForwardOutput, TopKSAE
 
 PREFIX_SEP = "@"
@@ -115,7 +116,7 @@ def nested_forward(
     level (L,), narrowest first; the last is out.fvu. Training loss: level FVUs' mean."""
     out = sae(x, dead_mask=dead_mask, k_aux=k_aux)
     x_n = sae.normalize(x)  # (N, d)
-    total_var = (x_n - x_n.mean(0)).pow(2).sum().clamp_min(1e-12)
+    total_var = total_variance(x_n)
     fvus = [
         (x_n - _prefix_recon(sae, x_n, m)).pow(2).sum() / total_var for m in sae.cfg.matryoshka[:-1]
     ]

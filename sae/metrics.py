@@ -28,14 +28,28 @@ DEFINITIONS = {
 }
 
 
+def total_variance(x: Tensor) -> Tensor:
+    """sum ||x - mean(x)||² over a batch x (N, d) -> (), at least 1e-12: FVU's denominator
+    (the training losses divide by it too)."""
+    return (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
 def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
     """Fraction of variance unexplained = normalized MSE. x, x_hat (N, d) -> ()."""
     x, x_hat = x.float(), x_hat.float()
-    total = (x - x.mean(0)).pow(2).sum()
-    return (x - x_hat).pow(2).sum() / total.clamp_min(1e-12)
+    return (x - x_hat).pow(2).sum() / total_variance(x)
 
 
 normalized_mse = fvu
+
+
+def fvu_from_sums(sq_err: float, sum_x: Tensor, sum_sq: float, n: int) -> float:
+    """FVU over N tokens seen in batches, from running sums: sq_err = sum ||x - x_hat||²,
+    sum_x = sum x (d,), sum_sq = sum ||x||². The total variance sum ||x - mean(x)||² is
+    sum_sq - N·||mean||² (float64 sums keep it exact enough)."""
+    mean = sum_x.double() / n
+    total = max(sum_sq - n * float(mean.pow(2).sum()), 1e-12)
+    return sq_err / total
 
 
 def l0(acts: Tensor) -> Tensor:
@@ -91,4 +105,4 @@ def delta_loss(ce_sae: float, ce_clean: float) -> float:
 def loss_recovered(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
     """(CE_zero − CE_sae) / (CE_zero − CE_clean): 1 = as good as clean, 0 = as bad as zero."""
     gap = ce_zero - ce_clean
-    return (ce_zero - ce_sae) / gap if gap != 0 else math.nan
+    return (ce_zero - ce_sae) / gap if abs(gap) > 1e-12 else math.nan

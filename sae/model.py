@@ -31,6 +31,7 @@ from . import kernels
 from .archs import arch_params, elementwise_acts, sparse_codes
 from .config import SAEConfig
 from .kernels import TopKEncode, selection_dtype, sparse_decode
+from .metrics import total_variance
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -204,7 +205,7 @@ class TopKSAE(nn.Module):
 
         err = x_n - x_hat_n  # (N, d)
         # Denominator: variance of x around its batch mean (FVU = normalised MSE).
-        total_var = (x_n - x_n.mean(0)).pow(2).sum().clamp_min(1e-12)
+        total_var = total_variance(x_n)
         fvu = err.pow(2).sum() / total_var
 
         zero = fvu.new_zeros(())
@@ -236,7 +237,7 @@ class TopKSAE(nn.Module):
         x_n = self.normalize(x)  # (N, d)
         z = self.activations(x)  # (N, n)
         x_hat_n = z @ self.W_dec + self.b_pre  # (N, d)
-        total_var = (x_n - x_n.mean(0)).pow(2).sum().clamp_min(1e-12)
+        total_var = total_variance(x_n)
         fvu = (x_n - x_hat_n).pow(2).sum() / total_var
         top_acts, top_indices = sparse_codes(z)
         zero = fvu.new_zeros(())

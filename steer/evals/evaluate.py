@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae import TopKSAE
+from sae import TopKSAE, metrics
 from steer.lm.models import LoadedModel, block_output
 
 DEFAULT_HELDOUT_FRACTION = 0.01
@@ -192,8 +192,6 @@ def evaluate_saes(
     if n_tokens == 0:
         raise ValueError("the eval corpus yielded no contexts")
 
-    mean = sum_x / n_tokens
-    total_var = max(sum_x2 - n_tokens * float(mean.pow(2).sum()), 1e-12)
     ce_clean /= n_preds
     ce_zero /= n_preds
     results = {}
@@ -201,23 +199,22 @@ def evaluate_saes(
         a, sae = acc[name], saes[name]
         ce_sae = a.ce / n_preds
         freq = (a.fires / n_tokens).float()
-        denom = ce_zero - ce_clean
         results[name] = {
             "model": lm.name,
             "hookpoint": f"resid_post.{layer}",
             "n_latents": sae.n_latents,
             "k": sae.k,
             "tokens": n_tokens,
-            "fvu": a.err / total_var,
+            "fvu": metrics.fvu_from_sums(a.err, sum_x, sum_x2, n_tokens),
             "l0": a.l0 / n_tokens,
-            "dead_frac": float((freq == 0).float().mean()),
-            "dense_frac": float((freq > cfg.dense_threshold).float().mean()),
+            "dead_frac": metrics.dead_fraction(freq),
+            "dense_frac": metrics.dense_fraction(freq, cfg.dense_threshold),
             "dense_threshold": cfg.dense_threshold,
             "ce_clean": ce_clean,
             "ce_sae": ce_sae,
             "ce_zero": ce_zero,
-            "delta_loss": ce_sae - ce_clean,
-            "loss_recovered": (ce_zero - ce_sae) / denom if abs(denom) > 1e-12 else math.nan,
+            "delta_loss": metrics.delta_loss(ce_sae, ce_clean),
+            "loss_recovered": metrics.loss_recovered(ce_clean, ce_sae, ce_zero),
             "kl": a.kl / n_preds,
             "frequencies": freq,
         }

@@ -206,6 +206,14 @@ def test_metrics_functions():
     x = torch.randn(100, 8)
     assert metrics.fvu(x, x).item() == 0.0
     torch.testing.assert_close(metrics.fvu(x, x.mean(0).expand_as(x)), torch.tensor(1.0))
+    x_hat = x + 0.3 * torch.randn_like(x)
+    batches = [(x[i : i + 32], x_hat[i : i + 32]) for i in range(0, 100, 32)]  # streamed
+    sums = [sum(f(b, bh) for b, bh in batches) for f in (
+        lambda b, bh: float((b - bh).double().pow(2).sum()),
+        lambda b, bh: b.double().sum(0),
+        lambda b, bh: float(b.double().pow(2).sum()),
+    )]  # fmt: skip
+    assert metrics.fvu_from_sums(*sums, 100) == pytest.approx(metrics.fvu(x, x_hat).item(), 1e-5)
     acts = torch.tensor([[1.0, 0.0], [2.0, 3.0]])
     idx = torch.tensor([[0, 1], [1, 3]])
     counts = metrics.firing_counts(acts, idx, 5)
