@@ -24,6 +24,7 @@ On disk, in out_dir: `<n>-k<k>/` (cfg.json + sae.safetensors, see TopKSAE.save),
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -42,6 +43,7 @@ from sae.matryoshka import check_levels, nested_forward
 from sae.model import TopKSAE, atomic_write
 from sae.optim import ScheduleFreeSignSGD, default_signum_lr
 from sae.state import load_state, pack, save_state, state_exists, unpack
+from sae.train.baselines import after_step, baseline_step, make_sae
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 6.25e-10  # paper App. A; the PyTorch default 1e-8 is large next to TopK-sparse grads
@@ -101,6 +103,16 @@ class TrainConfig:
     m latents form an SAE of their own for each level m; loss = mean FVU of each prefix
     alone (sae/matryoshka.py)."""
 
+    archs: list[str] = field(default_factory=lambda: ["topk"])
+    """Architectures to train side by side (sae/train/baselines.py): topk, batchtopk (k from
+    `ks`), relu (one SAE per `l1_coeffs`), jumprelu (one per `l0_coeffs`), each at every width."""
+
+    l1_coeffs: list[float] = field(default_factory=lambda: [1.0])
+    """relu: L1 sparsity coefficients λ (loss = FVU + λ·E[Σ z_i‖W_dec,i‖]/√d)."""
+
+    l0_coeffs: list[float] = field(default_factory=lambda: [1e-3])
+    """jumprelu: L0 sparsity coefficients λ (loss = FVU + λ·E[L0])."""
+
     save_every_steps: int = 500
     """Save checkpoints and training state every this many steps."""
 
@@ -154,8 +166,40 @@ class TrainConfig:
             raise ValueError(f"k_aux must be positive, got {self.k_aux}")
         if self.matryoshka:
             self._check_matryoshka()
+        self._check_archs()
         if self.dead_after_tokens is not None and self.dead_after_tokens <= 0:
             raise ValueError(f"dead_after_tokens must be positive, got {self.dead_after_tokens}")
+
+    def _check_archs(self) -> None:
+        from sae.train.baselines import TRAIN_ARCHS
+
+        self.archs = list(self.archs)
+        bad = [a for a in self.archs if a not in TRAIN_ARCHS]
+        if bad or not self.archs or len(set(self.archs)) != len(self.archs):
+            raise ValueError(
+                f"archs must be distinct, from {', '.join(TRAIN_ARCHS)}; got {self.archs}"
+            )
+        if (self.multi_topk or self.matryoshka) and self.archs != ["topk"]:
+            raise ValueError("multi_topk and matryoshka train arch topk only")
+        for name in ("l1_coeffs", "l0_coeffs"):
+            values = [float(v) for v in getattr(self, name)]
+            if not values or min(values) <= 0 or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct positive numbers, got {values}")
+            setattr(self, name, values)
+
+    def specs(self) -> list:
+        """Every SAE of the sweep (sae.train.baselines.SAESpec), in training order."""
+        from sae.train.baselines import SAESpec
+
+        out = []
+        for arch in self.archs:
+            for n in self.widths:
+                if arch in ("topk", "batchtopk"):
+                    out += [SAESpec(arch, n, k=k) for k in self.ks]
+                else:
+                    coeffs = self.l1_coeffs if arch == "relu" else self.l0_coeffs
+                    out += [SAESpec(arch, n, coeff=c) for c in coeffs]
+        return out
 
     def _check_matryoshka(self) -> None:
         if len(self.widths) != 1 or len(self.ks) != 1 or self.multi_topk:
@@ -264,26 +308,31 @@ class Trainer:
         )
 
         self.saes: dict[str, TopKSAE] = {}
+        self.specs: dict = {}  # name -> SAESpec (arch, width, sparsity knob)
         self.lrs: dict[str, float] = {}
         # Same seed -> same initial weights whatever the device, without touching global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            for n in cfg.widths:
-                for k in cfg.ks:
-                    name = sae_name(n, k)
+            for spec in cfg.specs():
+                name, n = spec.name, spec.n_latents
+                self.specs[name] = spec
+                fields = dict(hookpoint=hookpoint, model_name=model_name)
+                if spec.arch == "topk":
                     sae_cfg = SAEConfig(
                         d_in=d_in,
                         n_latents=n,
-                        k=k,
+                        k=spec.k,
                         multi_topk=cfg.multi_topk,
                         matryoshka=cfg.matryoshka,
-                        hookpoint=hookpoint,
-                        model_name=model_name,
+                        **fields,
                     )
-                    self.saes[name] = TopKSAE(sae_cfg, device="cpu").to(self.device)
-                    self.lrs[name] = cfg.lr or (
-                        default_signum_lr(n) if cfg.optimizer == "signum" else default_lr(n)
-                    )
+                    sae = TopKSAE(sae_cfg, device="cpu")
+                else:
+                    sae = make_sae(spec, d_in, **fields)
+                self.saes[name] = sae.to(self.device)
+                self.lrs[name] = cfg.lr or (
+                    default_signum_lr(n) if cfg.optimizer == "signum" else default_lr(n)
+                )
         self.optimizers = {
             name: _make_optimizer(cfg.optimizer, sae, self.lrs[name])
             for name, sae in self.saes.items()
@@ -393,7 +442,10 @@ class Trainer:
         fired: dict[str, Tensor] = {}
         for name, sae in self.saes.items():
             dead_mask = self.since_fired[name] > self.dead_after_tokens if can_be_dead else None
-            if sae.cfg.matryoshka:
+            if self.specs[name].arch != "topk":
+                progress = self.step / self.total_steps
+                out, loss = baseline_step(sae, self.specs[name], x, progress)
+            elif sae.cfg.matryoshka:
                 out, level_fvus = nested_forward(sae, x, dead_mask=dead_mask, k_aux=self.k_aux)
                 loss = level_fvus.mean() + cfg.auxk_alpha * out.auxk_loss
             else:
@@ -415,8 +467,9 @@ class Trainer:
         n_tokens = self._reduce_tokens(x.shape[0])
         self._reduce_gradients()
         clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        for sae in self.saes.values():
-            sae.remove_gradient_parallel_to_decoder()
+        for name, sae in self.saes.items():
+            if self.specs[name].unit_decoder:
+                sae.remove_gradient_parallel_to_decoder()
             checks.append(torch.nn.utils.clip_grad_norm_(sae.parameters(), clip))
         if not bool(torch.isfinite(torch.stack(checks)).all()):  # the one sync of a step
             for opt in self.optimizers.values():
@@ -430,7 +483,9 @@ class Trainer:
                 group["lr"] = self.lrs[name] * lr_factor
             opt.step()
             opt.zero_grad(set_to_none=True)
-            sae.set_decoder_norm_to_unit()
+            if self.specs[name].unit_decoder:
+                sae.set_decoder_norm_to_unit()
+            after_step(sae, self.specs[name])
             counter = self.since_fired[name]
             counter += n_tokens
             counter.masked_fill_(self._reduce_fired(fired[name]) > 0, 0)
@@ -588,6 +643,14 @@ class Trainer:
                 "train_config": asdict(self.cfg),
                 "metrics": self.metrics.get(name, {}),
             }
+            spec = self.specs[name]
+            if spec.arch != "topk":
+                sae.cfg.extra.update(train_arch=spec.arch, sparsity_coeff=spec.coeff)
+            if not spec.unit_decoder:
+                # Free decoder rows (relu): save with unit rows, norms moved into the
+                # encoder (the same function); training goes on from the unfolded weights.
+                sae = copy.deepcopy(sae)
+                sae.fold_decoder_norms()
             sae.save(self.out_dir / name)
 
     def _use_average_weights(self) -> None:

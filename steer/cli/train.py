@@ -29,6 +29,9 @@ CONFIG_FLAGS = {
     "optimizer": "--optimizer",
     "multi_topk": "--multi-topk",
     "matryoshka": "--matryoshka",
+    "archs": "--arch",
+    "l1_coeffs": "--l1",
+    "l0_coeffs": "--l0",
     "save_every_steps": "--save-every",
     "seed": "--seed",
 }
@@ -66,6 +69,13 @@ def _split(spec: str, option: str) -> list[str]:
     if not parts:
         raise ValueError(f"{option} is empty")
     return parts
+
+
+def _floats(spec: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in _split(spec, option)]
+    except ValueError:
+        raise ValueError(f"{option}: cannot read {spec!r} (use e.g. 0.5,1,2)") from None
 
 
 def check_resume_settings(out_dir: Path, setting: dict) -> None:
@@ -170,6 +180,13 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
         "--multi-topk",
         help=config_help("multi_topk"),
     ),
+    arch: str = typer.Option(
+        "topk",
+        "--arch",
+        help=config_help("archs", "Comma list, e.g. topk,batchtopk,relu,jumprelu."),
+    ),
+    l1: str = typer.Option("1", "--l1", help=config_help("l1_coeffs", "Comma list.")),
+    l0: str = typer.Option("0.001", "--l0", help=config_help("l0_coeffs", "Comma list.")),
     activations: Path = typer.Option(
         None,
         "--activations",
@@ -212,7 +229,7 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
         source = model_source(model, layer_index, corpus, text_field, ctx_len, torch_dtype, dev)
     cfg = _train_config(
         widths, ks, matryoshka, source.d_model, total_tokens, batch_tokens, lr, optimizer,
-        multi_topk, save_every, seed, dev,
+        multi_topk, save_every, seed, dev, (arch, l1, l0),
     )  # fmt: skip
     out_dir = Path(out) if out is not None else default_out_dir(source.model, source.layer)
     _check_out_dir(out_dir, resume, batch_tokens, dist_env.world_size)
@@ -234,7 +251,7 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
     # Only rank 0 talks (and writes files: see sae/train/distributed.py).
     err = typer.echo if dist_env.is_main else (lambda *args, **kwargs: None)
     err(
-        f"training {len(cfg.widths) * len(ks)} SAE(s) on {source.model} {run['hookpoint']} "
+        f"training {len(cfg.specs())} SAE(s) on {source.model} {run['hookpoint']} "
         f"(d={source.d_model}): widths {cfg.widths}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
         err=True,
     )
@@ -258,7 +275,7 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
 
 
 def _train_config(widths, ks, matryoshka, d_model, total_tokens, batch_tokens, lr, optimizer,
-                  multi_topk, save_every, seed, dev):  # fmt: skip
+                  multi_topk, save_every, seed, dev, sweep):  # fmt: skip
     """The TrainConfig of these flags; its own checks, worded with the flags' names."""
     from sae.train.trainer import TrainConfig
 
@@ -274,6 +291,9 @@ def _train_config(widths, ks, matryoshka, d_model, total_tokens, batch_tokens, l
             optimizer=optimizer,
             multi_topk=multi_topk,
             matryoshka=levels,
+            archs=_split(sweep[0], "--arch"),
+            l1_coeffs=_floats(sweep[1], "--l1"),
+            l0_coeffs=_floats(sweep[2], "--l0"),
             save_every_steps=save_every,
             seed=seed,
             device=dev,

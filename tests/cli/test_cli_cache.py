@@ -119,3 +119,22 @@ def test_eval_with_probes_and_ablation(tiny_model_dir, tmp_path):
         "probe" in result.stdout and "abl. sparsity" in result.stdout and "N2G P" in result.stdout
     )
     assert "chance 0.693" in result.stdout
+
+
+def test_train_baseline_archs_on_cached_activations(tiny_model_dir, tiny_corpus, tmp_path):
+    cache = tmp_path / "cache"
+    assert invoke(*cache_args(tiny_model_dir, tiny_corpus, cache, tokens="1k")).exit_code == 0
+    out = tmp_path / "run"
+    args = ["train", "--activations", cache, "--widths", "64", "--k", "4", "--arch",
+            "topk,batchtopk,relu,jumprelu", "--l1", "0.1,0.3", "--l0", "0.001",
+            "--batch-tokens", "128", "--tokens", "1k", "--out", out, "--device", "cpu"]  # fmt: skip
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "training 5 SAE(s)" in result.stderr
+    names = {"64-k4", "batchtopk-64-k4", "relu-64-l10.1", "relu-64-l10.3", "jumprelu-64-l00.001"}
+    assert {p.name for p in out.iterdir() if (p / "cfg.json").is_file()} == names
+    result = invoke("eval", "--sae", out, "--tokens", "100", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == names
+    bad = invoke(*[a if a != "topk,batchtopk,relu,jumprelu" else "topk,gated" for a in args])
+    assert bad.exit_code == 1 and "--arch must be" in bad.stderr
