@@ -143,6 +143,11 @@ class TrainConfig:
             raise ValueError(
                 f"k={max(self.ks)} is larger than width {min(self.widths)}: every SAE needs k <= its number of latents"
             )
+        if self.multi_topk and 4 * max(self.ks) > min(self.widths):
+            raise ValueError(
+                f"multi_topk trains with 4k={4 * max(self.ks)} latents, more than width "
+                f"{min(self.widths)}: use a smaller k or a wider SAE"
+            )
         for name in (
             "batch_tokens",
             "total_tokens",

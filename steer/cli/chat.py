@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .options import friendly_errors, resolve_device
+from .options import check_device, friendly_errors, resolve_device
 
 
 @friendly_errors
@@ -39,6 +39,7 @@ def chat(
     from steer.app.engine import PlaygroundEngine, find_default_sae
     from steer.lm.models import DEFAULT_MODEL
 
+    device = check_device(resolve_device(device))  # before the app takes the terminal
     if sae is not None and not sae.exists():
         raise ValueError(f"no SAE checkpoint folder at {sae}")
     if sae is None and (model is None or model == DEFAULT_MODEL):
@@ -46,7 +47,7 @@ def chat(
 
     from steer.tui.app import PlaygroundApp
 
-    engine = PlaygroundEngine(device=resolve_device(device))
+    engine = PlaygroundEngine(device=device)
     app = PlaygroundApp(
         engine, model=model or DEFAULT_MODEL, sae_path=sae, auto_regenerate=auto_regenerate
     )

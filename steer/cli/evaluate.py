@@ -140,9 +140,24 @@ def evaluate(
     from steer.lm.data import TokenContexts
     from steer.lm.models import DEFAULT_MODEL, load_model, parse_hookpoint
 
-    from .options import check_device, model_dtype, provenance_of, quiet_model_loading
+    from .options import (
+        check_ctx_len,
+        check_device,
+        check_out_file,
+        check_positive,
+        model_dtype,
+        provenance_of,
+        quiet_model_loading,
+    )
 
     n_tokens = _count(tokens)
+    check_positive(batch_contexts=batch_contexts)
+    if not 0 < dense_threshold < 1:
+        raise ValueError(
+            f"--dense-threshold is a fraction of the eval tokens, in (0, 1); got {dense_threshold}"
+        )
+    check_out_file(hist, "--hist")
+    dev = check_device(resolve_device(device))
     if split not in ("auto", "heldout", "all"):
         raise ValueError(f"--split must be auto, heldout or all, got {split!r}")
     folders = find_sae_dirs(sae)
@@ -176,10 +191,11 @@ def evaluate(
         same = train_corpus is not None and _same_source(corpus, train_corpus)
         split = "heldout" if same and heldout_fraction > 0 else "all"
 
-    dev = check_device(resolve_device(device))
     quiet_model_loading()
     lm = load_model(model_name, device=dev, dtype=model_dtype(dtype))
     lm.check_layer(layer_index)
+    if ctx_len is not None:
+        check_ctx_len(lm, ctx_len)
     saes = {name: one.to(dev) for name, one in saes.items()}
     contexts = TokenContexts(
         corpus,

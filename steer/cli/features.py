@@ -72,6 +72,8 @@ def features(
         raise ValueError("the text is empty")
     if top is None:
         top = 5 if toward is not None else 20
+    if search is not None and not search.strip():
+        raise ValueError("--search is empty: give a word to look for")
     if top < 1:
         raise ValueError(f"--top must be positive, got {top}")
     if toward is not None:

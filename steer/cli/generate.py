@@ -11,9 +11,12 @@ from .options import (
     DEVICE_HELP,
     MODEL_HELP,
     SAE_HELP,
+    check_out_file,
+    check_seed,
     friendly_errors,
     load_catalog_for,
     load_for_steering,
+    max_positions,
 )
 
 
@@ -78,6 +81,8 @@ def generate(
     from steer.steering.presets import load_preset
     from steer.steering.presets import save_preset as write_preset
 
+    check_seed(seed)
+    check_out_file(save_preset, "--save-preset")
     if prompt is None:
         raise ValueError("give a prompt with --prompt")
     if not prompt.strip():
@@ -107,6 +112,11 @@ def generate(
     lm, sae_model = load_for_steering(
         sae, model, device, dtype, [iv.latent for iv in interventions]
     )
+    limit = max_positions(lm)
+    if limit is not None and settings.max_new_tokens >= limit:
+        raise ValueError(
+            f"--max-tokens {settings.max_new_tokens} is beyond the model's {limit} positions"
+        )
     catalog = None if raw else load_catalog_for(sae, sae_model)
     max_acts = catalog.max_acts if catalog is not None else None
     if save_preset is not None:

@@ -11,6 +11,8 @@ from .options import (
     DEVICE_HELP,
     MODEL_HELP,
     SAE_HELP,
+    check_ctx_len,
+    check_out_folder,
     friendly_errors,
     load_for_steering,
     parse_tokens,
@@ -80,7 +82,9 @@ def index(
             raise ValueError(f"{name} must be positive, got {value}")
     if ctx_len < 8:
         raise ValueError(f"--ctx-len must be at least 8, got {ctx_len}")
+    check_out_folder(out)
     lm, sae_model = load_for_steering(sae, model, device)
+    check_ctx_len(lm, ctx_len)
     console = Console(stderr=True)
     start = time.perf_counter()
     with Progress(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -113,13 +114,100 @@ def quiet_model_loading() -> None:
 
 
 def check_device(device: str) -> str:
+    """A device torch can use here, or a one-line ValueError naming what is wrong."""
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
-    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", device)
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
+        if index is not None and int(index) >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: the MPS backend is not available here (use --device cpu)")
     return device
+
+
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+
+
+def check_seed(seed: int | None, option: str = "--seed") -> int | None:
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"{option} must be in 0..2**63-1, got {seed}")
+    return seed
+
+
+def check_positive(**options) -> None:
+    """check_positive(batch_size=0) -> ValueError '--batch-size must be at least 1, got 0'."""
+    for name, value in options.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def check_out_folder(path: Path | None, option: str = "--out") -> None:
+    """An output folder: absent (it will be made) or a folder, never an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{option} {path} is a file: pass a folder (it is created if missing)")
+
+
+def check_out_file(path: Path | None, option: str) -> None:
+    """An output file: never an existing directory, and its parent must be a folder."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a directory: pass a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"{option} {path}: {path.parent} is a file, not a folder")
+
+
+def check_ctx_len(lm, ctx_len: int, option: str = "--ctx-len") -> None:
+    """Contexts longer than the model's positions would fail (or run for ever) deep inside
+    the model: say so before any work starts."""
+    limit = max_positions(lm)
+    if ctx_len < 2:
+        raise ValueError(f"{option} must be at least 2, got {ctx_len}")
+    if limit is not None and ctx_len > limit:
+        raise ValueError(f"{option} {ctx_len} is beyond the model's {limit} positions")
+
+
+def max_positions(lm) -> int | None:
+    """The longest sequence the model takes (None when its config does not say)."""
+    config = getattr(lm.model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits_memory(n_bytes: int, what: str, device: str) -> None:
+    """Refuse an allocation that cannot fit, before trying it (a failed try can take the
+    machine down with it). CPU: the physical memory; CUDA: the device's memory."""
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        dev = torch.device(device)
+        total = torch.cuda.get_device_properties(dev.index or 0).total_memory
+    else:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return
+    if n_bytes > total:
+        raise ValueError(
+            f"{what} needs {_gib(n_bytes)} of memory, more than the {_gib(total)} this "
+            f"{'GPU' if str(device).startswith('cuda') else 'machine'} has"
+        )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def provenance_of(cfg) -> dict:
@@ -144,7 +232,11 @@ def load_for_steering(
     if dtype not in dtypes:
         raise ValueError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     return open_sae(
-        sae_dir, model=model, device=resolve_device(device), dtype=dtypes[dtype], latents=latents
+        sae_dir,
+        model=model,
+        device=check_device(resolve_device(device)),
+        dtype=dtypes[dtype],
+        latents=latents,
     )
 
 

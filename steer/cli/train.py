@@ -10,6 +10,9 @@ import typer
 
 from .options import (
     check_device,
+    check_fits_memory,
+    check_out_folder,
+    check_seed,
     field_docs,
     friendly_errors,
     model_dtype,
@@ -213,6 +216,8 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
     from steer.lm.models import parse_hookpoint
 
     total_tokens, ks, torch_dtype = parse_count(tokens, "--tokens"), parse_ks(k), model_dtype(dtype)
+    check_seed(seed)
+    check_out_folder(out)
     if not corpus and activations is None:
         raise ValueError(
             "no corpus: pass --corpus PATH (a .txt/.jsonl/.parquet file, optionally .xz/.gz, "
@@ -231,6 +236,9 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
         widths, ks, matryoshka, source.d_model, total_tokens, batch_tokens, lr, optimizer,
         multi_topk, save_every, seed, dev, (arch, l1, l0),
     )  # fmt: skip
+    # fp32 W_enc and W_dec, their gradients and two optimizer moments: 6 matrices per SAE
+    n_weights = sum(2 * w * source.d_model for w in cfg.widths) * len(ks)
+    check_fits_memory(6 * 4 * n_weights, f"training widths {widths} on d={source.d_model}", dev)
     out_dir = Path(out) if out is not None else default_out_dir(source.model, source.layer)
     _check_out_dir(out_dir, resume, batch_tokens, dist_env.world_size)
     run = _run_settings(source, seed, dtype, optimizer, activations, cfg.matryoshka)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from .options import quiet_model_loading
+from .options import check_ctx_len, quiet_model_loading
 
 
 def fit_with_progress(trainer, stream, total_tokens: int, resume: bool, show: bool = True) -> dict:
@@ -136,6 +136,7 @@ def model_source(model, layer, corpus, text_field, ctx_len, torch_dtype, dev) ->
     quiet_model_loading()
     lm = load_model(model, device=dev, dtype=torch_dtype)
     layer = lm.n_layers // 2 if layer is None else lm.check_layer(layer)
+    check_ctx_len(lm, ctx_len)
     spec = corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
     return Source(model, layer, lm.d_model, spec, text_field, ctx_len, lm=lm)
 

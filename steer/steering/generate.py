@@ -58,6 +58,15 @@ class GenerationSettings:
     """End a row at the end-of-sequence token (benchmarks turn this off)."""
 
     def __post_init__(self) -> None:
+        for name, kinds, what in _SETTING_TYPES:
+            value = getattr(self, name)
+            # bool is an int subclass: `true` is not a token count
+            if isinstance(value, bool) and bool not in kinds:
+                raise ValueError(f"setting {name} must be {what}, got {value!r}")
+            if not isinstance(value, kinds):
+                raise ValueError(f"setting {name} must be {what}, got {value!r}")
+        if not 0 <= self.seed < 2**63:  # torch seeds are signed 64-bit integers
+            raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max tokens must be at least 1, got {self.max_new_tokens}")
         if not self.temperature >= 0:
@@ -77,6 +86,18 @@ class GenerationSettings:
         if unknown:
             raise ValueError(f"unknown generation settings {sorted(unknown)}: use {sorted(known)}")
         return cls(**d)
+
+
+# (field, accepted types, in words): preset files give any JSON value
+_SETTING_TYPES = [
+    ("max_new_tokens", (int,), "a whole number"),
+    ("temperature", (int, float), "a number"),
+    ("top_p", (int, float), "a number"),
+    ("seed", (int,), "a whole number"),
+    ("positions", (str,), "a string"),
+    ("chat", (bool, type(None)), "true, false or null"),
+    ("stop_on_eos", (bool,), "true or false"),
+]
 
 
 @dataclass
