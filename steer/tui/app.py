@@ -126,17 +126,20 @@ class PlaygroundApp(ErrorContainment, App):
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        yield Static("", id="status")
+        self.status_line = Static("", id="status")
+        self.feature_panel = FeaturePanel(id="features")
+        self.panes = (CompletionPane(id="baseline"), CompletionPane(id="steered"))
+        self.prompt_box = Input(placeholder="Type a prompt, enter generates", id="prompt")
+        yield self.status_line
         with Horizontal(id="main"):
-            yield FeaturePanel(id="features")
-            yield CompletionPane(id="baseline")
-            yield CompletionPane(id="steered")
-        yield Input(placeholder="Type a prompt, enter generates", id="prompt")
+            yield self.feature_panel
+            yield from self.panes
+        yield self.prompt_box
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#baseline").border_title = "Baseline"
-        self.query_one("#steered").border_title = "Steered"
+        self.panes[0].border_title = "Baseline"
+        self.panes[1].border_title = "Steered"
         if self.engine.lm is None:
             from steer.app.engine import DEFAULT_MODEL
 
@@ -184,7 +187,7 @@ class PlaygroundApp(ErrorContainment, App):
         for notice in self.engine.notices:
             self.notify(notice, timeout=8)
         self.refresh_all()
-        self.query_one("#prompt", Input).focus()
+        self.prompt_box.focus()
 
     # ------------------------------------------------------------ views
     def refresh_all(self) -> None:
@@ -216,8 +219,8 @@ class PlaygroundApp(ErrorContainment, App):
         ]
         if self.auto_regenerate:
             parts.append(" · auto")
-        self.query_one("#status", Static).update(Content.assemble(*parts))
-        prompt = self.query_one("#prompt", Input)
+        self.status_line.update(Content.assemble(*parts))
+        prompt = self.prompt_box
         prompt.placeholder = (
             "Message the model · enter sends · ctrl+l new chat"
             if e.chat_mode
@@ -229,7 +232,7 @@ class PlaygroundApp(ErrorContainment, App):
 
     def refresh_features(self) -> None:
         e = self.engine
-        panel = self.query_one(FeaturePanel)
+        panel = self.feature_panel
         if not e.has_sae:
             empty = "No SAE loaded: baseline only.\nOpen one with --sae DIR or ctrl+p."
         else:
@@ -268,15 +271,14 @@ class PlaygroundApp(ErrorContainment, App):
         return Content.assemble(*parts)
 
     def refresh_panes(self) -> None:
-        for row, pane_id in enumerate(("#baseline", "#steered")):
-            pane = self.query_one(pane_id, CompletionPane)
+        for row, pane in enumerate(self.panes):
             pane.show(self.transcript(row))
             pane.border_subtitle = self.status_text[row]
         n_on = sum(f.enabled for f in self.engine.features)
         title = "Steered"
         if self.engine.has_sae:
             title += f" · {n_on} feature{'s' if n_on != 1 else ''}"
-        self.query_one("#steered").border_title = title
+        self.panes[1].border_title = title
 
     # ------------------------------------------------------------ generation
     @on(Input.Submitted, "#prompt")
@@ -427,7 +429,7 @@ class PlaygroundApp(ErrorContainment, App):
         self.call_after_refresh(self.focus_feature, latent)
 
     def focus_feature(self, latent: int) -> None:
-        row = self.query_one(FeaturePanel).row(latent)
+        row = self.feature_panel.row(latent)
         if row is not None:
             row.slider.focus()
 
@@ -465,7 +467,7 @@ class PlaygroundApp(ErrorContainment, App):
                 index = min(rows.index(latent), len(rest) - 1)
                 self.call_after_refresh(self.focus_feature, rest[index])
             else:
-                self.call_after_refresh(self.query_one("#prompt", Input).focus)
+                self.call_after_refresh(self.prompt_box.focus)
         elif what == "inspect":
             self.inspect_feature(latent)
             return

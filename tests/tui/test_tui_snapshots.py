@@ -47,7 +47,7 @@ class FakeEngine(PlaygroundEngine):
             name="smollm2-135m", is_chat=True, n_layers=30, d_model=576, device="cpu"
         )
         self.sae = SimpleNamespace(
-            n_latents=4096, k=32, cfg=SimpleNamespace(hookpoint="resid_post.8")
+            n_latents=4096, k=32, arch="topk", cfg=SimpleNamespace(hookpoint="resid_post.8")
         )
         self.sae_path = Path("checkpoints/smollm2-135m/demo/resid_post.8")
         self.catalog = SimpleNamespace(max_acts=[10.0] * 4096)

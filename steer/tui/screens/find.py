@@ -43,11 +43,13 @@ class FindScreen(ModalScreen[None]):
                 placeholder="text the feature should fire on, a label word, or #123",
                 id="find-input",
             )
-            yield OptionList(id="find-results")
-            yield Static("", id="find-status")
+            self.results = OptionList(id="find-results")
+            self.status = Static("", id="find-status")
+            yield self.results
+            yield self.status
 
     def on_mount(self) -> None:
-        self.query_one("#find-results", OptionList).display = False
+        self.results.display = False
         if self.initial:
             self.run_search(self.initial)
 
@@ -57,9 +59,9 @@ class FindScreen(ModalScreen[None]):
 
     def run_search(self, query: str) -> None:
         if not query.strip():
-            self.query_one("#find-status", Static).update("type some text first")
+            self.status.update("type some text first")
             return
-        self.query_one("#find-status", Static).update("searching…")
+        self.status.update("searching…")
         self.search_worker(query)
 
     @work(thread=True, exclusive=True, group="find", exit_on_error=False)
@@ -83,7 +85,7 @@ class FindScreen(ModalScreen[None]):
             deliver(self, self.show_results, by_text, by_label, errors)
 
     def show_results(self, by_text, by_label, errors) -> None:
-        results = self.query_one("#find-results", OptionList)
+        results = self.results
         results.clear_options()
         self.hits = {}
         options: list[Option | None] = []
@@ -114,7 +116,7 @@ class FindScreen(ModalScreen[None]):
             if self.hits
             else "nothing found"
         )
-        self.query_one("#find-status", Static).update(status)
+        self.status.update(status)
         if self.hits:
             first = next(i for i, o in enumerate(options) if o is not None and not o.disabled)
             results.highlighted = first
@@ -132,7 +134,7 @@ class FindScreen(ModalScreen[None]):
         return Option(prompt, id=option_id)
 
     def _selected(self) -> int | None:
-        results = self.query_one("#find-results", OptionList)
+        results = self.results
         if results.highlighted is None or not results.display:
             return None
         option = results.get_option_at_index(results.highlighted)
@@ -156,7 +158,7 @@ class FindScreen(ModalScreen[None]):
             self.app.push_screen(InspectorScreen(self.engine, latent))
 
     def action_results(self) -> None:
-        results = self.query_one("#find-results", OptionList)
+        results = self.results
         if results.display:
             results.focus()
 

@@ -29,10 +29,11 @@ class InspectorScreen(ModalScreen[None]):
         self.latent = latent
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="inspector-box", classes="dialog") as box:
-            box.border_title = f"Feature #{self.latent}"
-            box.border_subtitle = "a add · t per-token · esc close"
-            yield Static("loading…", id="inspector-body")
+        with VerticalScroll(id="inspector-box", classes="dialog") as self.box:
+            self.box.border_title = f"Feature #{self.latent}"
+            self.box.border_subtitle = "a add · t per-token · esc close"
+            self.body = Static("loading…", id="inspector-body")
+            yield self.body
 
     def on_mount(self) -> None:
         self.fetch()
@@ -47,14 +48,11 @@ class InspectorScreen(ModalScreen[None]):
         deliver(self, self.show, info)
 
     def show_error(self, err: BaseException) -> None:
-        self.query_one("#inspector-body", Static).update(error_text(err))
+        self.body.update(error_text(err))
 
     def show(self, info) -> None:
-        body = self.query_one("#inspector-body", Static)
-        body.update(render_feature(info, self.engine.strength_unit))
-        self.query_one(
-            "#inspector-box"
-        ).border_title = f"Feature #{info.latent} · {info.label or 'no label'}"
+        self.body.update(render_feature(info, self.engine.strength_unit))
+        self.box.border_title = f"Feature #{info.latent} · {info.label or 'no label'}"
 
     def action_add(self) -> None:
         self.app.add_feature(self.latent)

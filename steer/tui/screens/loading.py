@@ -25,19 +25,16 @@ class LoadingScreen(Screen):
                 Content.assemble(("steer", "bold $accent"), " · feature-steering playground"),
                 id="loading-title",
             )
-            yield Static(f"Loading {self.what}", id="loading-what")
-            yield ProgressBar(total=100, show_eta=False, id="loading-bar")
-            yield Static("", id="loading-step")
+            self.what_line = Static(f"Loading {self.what}", id="loading-what")
+            self.bar = ProgressBar(total=100, show_eta=False, id="loading-bar")
+            self.step = Static("", id="loading-step")
+            yield from (self.what_line, self.bar, self.step)
 
     def set_progress(self, fraction: float, message: str) -> None:
-        self.query_one(ProgressBar).update(progress=round(100 * max(0.0, min(1.0, fraction))))
-        self.query_one("#loading-step", Static).update(message)
+        self.bar.update(progress=round(100 * max(0.0, min(1.0, fraction))))
+        self.step.update(message)
 
     def show_error(self, message: str) -> None:
-        self.query_one(ProgressBar).display = False
-        self.query_one("#loading-what", Static).update(
-            Content.assemble(("could not load: ", "bold $error"), message)
-        )
-        self.query_one("#loading-step", Static).update(
-            Content.styled("press q or ctrl+q to quit", "dim")
-        )
+        self.bar.display = False
+        self.what_line.update(Content.assemble(("could not load: ", "bold $error"), message))
+        self.step.update(Content.styled("press q or ctrl+q to quit", "dim"))

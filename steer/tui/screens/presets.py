@@ -33,7 +33,8 @@ class PresetsScreen(ModalScreen[tuple[str, str] | None]):
             box.border_title = "Presets"
             box.border_subtitle = f"in {self.folder} · esc close"
             yield Label("Save the active features as (a name or a path.json), enter saves:")
-            yield Input(placeholder="e.g. golden-gate", id="preset-name")
+            self.name_box = Input(placeholder="e.g. golden-gate", id="preset-name")
+            yield self.name_box
             yield Label(
                 "Saved presets (enter loads):"
                 if self.presets
@@ -42,13 +43,16 @@ class PresetsScreen(ModalScreen[tuple[str, str] | None]):
             yield Label(
                 Content.styled("To load a file from elsewhere, type load:PATH above.", "dim")
             )
-            yield OptionList(*[Option(p.stem, id=str(p)) for p in self.presets], id="preset-list")
+            self.preset_list = OptionList(
+                *[Option(p.stem, id=str(p)) for p in self.presets], id="preset-list"
+            )
+            yield self.preset_list
 
     def on_mount(self) -> None:
         if self.presets and not self.save_first:
-            self.query_one("#preset-list", OptionList).focus()
+            self.preset_list.focus()
         else:
-            self.query_one("#preset-name", Input).focus()
+            self.name_box.focus()
 
     @on(Input.Submitted, "#preset-name")
     def save(self, event: Input.Submitted) -> None:

@@ -27,6 +27,11 @@ class SettingsScreen(ModalScreen[dict | None]):
         self.chat_available = chat_available
         self.chat_mode = chat_mode
         self.auto = auto_regenerate
+        self.fields: dict[str, Input] = {}  # setting name -> its input box
+
+    def _field(self, name: str, value, kind: str) -> Input:
+        self.fields[name] = Input(str(value), id=name, type=kind, compact=True)
+        return self.fields[name]
 
     def compose(self) -> ComposeResult:
         s = self.settings
@@ -35,17 +40,15 @@ class SettingsScreen(ModalScreen[dict | None]):
             box.border_subtitle = "enter / ctrl+s apply · esc cancel"
             with Grid(id="settings-grid"):
                 yield Label("Temperature")
-                yield Input(str(s.temperature), id="temperature", type="number", compact=True)
+                yield self._field("temperature", s.temperature, "number")
                 yield Label("Top-p")
-                yield Input(str(s.top_p), id="top_p", type="number", compact=True)
+                yield self._field("top_p", s.top_p, "number")
                 yield Label("Max tokens")
-                yield Input(
-                    str(s.max_new_tokens), id="max_new_tokens", type="integer", compact=True
-                )
+                yield self._field("max_new_tokens", s.max_new_tokens, "integer")
                 yield Label("Seed")
-                yield Input(str(s.seed), id="seed", type="integer", compact=True)
+                yield self._field("seed", s.seed, "integer")
                 yield Label("Steer positions")
-                yield Select(
+                self.positions = Select(
                     [
                         ("all positions", "all"),
                         ("prompt only", "prompt"),
@@ -56,23 +59,27 @@ class SettingsScreen(ModalScreen[dict | None]):
                     id="positions",
                     compact=True,
                 )
+                yield self.positions
                 yield Label("Chat mode")
-                yield Checkbox(
+                self.chat = Checkbox(
                     "chat template + history",
                     self.chat_mode,
                     id="chat",
                     disabled=not self.chat_available,
                     compact=True,
                 )
+                yield self.chat
                 yield Label("Auto-regenerate")
-                yield Checkbox("after a slider move", self.auto, id="auto", compact=True)
+                self.auto_box = Checkbox("after a slider move", self.auto, id="auto", compact=True)
+                yield self.auto_box
             yield Static(
                 Content.styled(
                     "temperature 0 = greedy; steer positions: where the interventions apply", "dim"
                 ),
                 id="settings-hint",
             )
-            yield Static("", id="settings-error")
+            self.error = Static("", id="settings-error")
+            yield self.error
 
     @on(Input.Submitted)
     def submitted(self) -> None:
@@ -81,19 +88,19 @@ class SettingsScreen(ModalScreen[dict | None]):
     def action_apply(self) -> None:
         try:
             changes = {
-                "temperature": float(self.query_one("#temperature", Input).value),
-                "top_p": float(self.query_one("#top_p", Input).value),
-                "max_new_tokens": int(self.query_one("#max_new_tokens", Input).value),
-                "seed": int(self.query_one("#seed", Input).value),
-                "positions": self.query_one("#positions", Select).value,
+                "temperature": float(self.fields["temperature"].value),
+                "top_p": float(self.fields["top_p"].value),
+                "max_new_tokens": int(self.fields["max_new_tokens"].value),
+                "seed": int(self.fields["seed"].value),
+                "positions": self.positions.value,
             }
         except ValueError:
             self.show_error("every field needs a number")
             return
         if self.chat_available:
-            changes["chat"] = self.query_one("#chat", Checkbox).value
-        changes["auto_regenerate"] = self.query_one("#auto", Checkbox).value
+            changes["chat"] = self.chat.value
+        changes["auto_regenerate"] = self.auto_box.value
         self.dismiss(changes)
 
     def show_error(self, message: str) -> None:
-        self.query_one("#settings-error", Static).update(Content.styled(message, "$error"))
+        self.error.update(Content.styled(message, "$error"))

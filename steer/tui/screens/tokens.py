@@ -30,9 +30,10 @@ class TokenViewScreen(ModalScreen[None]):
         self.latent = latent
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="tokens-box", classes="dialog") as box:
-            box.border_subtitle = "n/p other active feature · a add · esc close"
-            yield Static("computing…", id="tokens-body")
+        with VerticalScroll(id="tokens-box", classes="dialog") as self.box:
+            self.box.border_subtitle = "n/p other active feature · a add · esc close"
+            self.body = Static("computing…", id="tokens-body")
+            yield self.body
 
     def on_mount(self) -> None:
         self.fetch()
@@ -47,10 +48,10 @@ class TokenViewScreen(ModalScreen[None]):
         deliver(self, self.show, view)
 
     def show_error(self, err: BaseException) -> None:
-        self.query_one("#tokens-body", Static).update(error_text(err))
+        self.body.update(error_text(err))
 
     def show(self, view) -> None:
-        box = self.query_one("#tokens-box")
+        box = self.box
         box.border_title = f"Per-token activation of #{view.latent} {view.label}".rstrip()
         sections = [("Prompt", view.prompt), ("Baseline", view.baseline)]
         if view.steered is not None:
@@ -63,7 +64,7 @@ class TokenViewScreen(ModalScreen[None]):
             lines.append(Content(""))
             lines.append(Content.assemble((title, "bold $accent"), (f"   max {peak:.2f}", "dim")))
             lines.append(heat(acts.tokens, acts.acts, view.scale))
-        self.query_one("#tokens-body", Static).update(Content("\n").join(lines))
+        self.body.update(Content("\n").join(lines))
 
     def action_cycle(self, delta: int) -> None:
         latents = [f.latent for f in self.engine.features]
@@ -71,7 +72,7 @@ class TokenViewScreen(ModalScreen[None]):
             return
         index = latents.index(self.latent) + delta if self.latent in latents else 0
         self.latent = latents[index % len(latents)]
-        self.query_one("#tokens-body", Static).update("computing…")
+        self.body.update("computing…")
         self.fetch()
 
     def action_add(self) -> None:
