@@ -216,6 +216,28 @@ class PlaygroundEngine:
         except (IndexError, KeyError, ValueError):
             return ""
 
+    def _shown(self, latent: int):
+        ex = getattr(self.catalog, "explanations", None) if self.catalog is not None else None
+        if ex is None or not 0 <= latent < self.catalog.n_latents:
+            return None
+        return ex.explanation(latent)
+
+    def explanation(self, latent: int) -> str:
+        """The best explanation with what made it and its score, or ""."""
+        shown = self._shown(latent)
+        return f"{shown.text} ({shown.source} · {shown.score})" if shown else ""
+
+    def caption(self, latent: int) -> str:
+        """The label and, in a few characters, its explanation's score: `... P.92 R.41`."""
+        shown = self._shown(latent)
+        label = self.label(latent)
+        return f"{label}  {shown.short}" if shown and shown.short else label
+
+    def _hit(self, latent: int, score: float | None, label: str | None = None) -> FeatureHit:
+        return FeatureHit(
+            latent, score, self.label(latent) if label is None else label, self.explanation(latent)
+        )
+
     def max_act(self, latent: int) -> float | None:
         acts = self.max_acts
         if acts is None:
@@ -239,16 +261,17 @@ class PlaygroundEngine:
             raise ValueError("type some text to see which features fire on it")
         with self._lock, torch.inference_mode():
             found = latents_for_text(self.lm, self.sae, text, n=n, catalog=self.catalog)
-        return [FeatureHit(int(i), float(score), self.label(int(i))) for i, score in found]
+        return [self._hit(int(i), float(score)) for i, score in found]
 
     def search(self, query: str, limit: int = 20) -> list[FeatureHit]:
-        """Search labels / top tokens / contexts; `#123` or `123` jumps to latent 123."""
+        """Ranked search (BM25) over labels, explanations, activating tokens, logit lens
+        and top contexts; `#123` or `123` jumps to latent 123."""
         self._require_sae()
         query = query.strip()
         number = feature_number(query)
         if number is not None:
             latent = self.check_latent(number)
-            return [FeatureHit(latent, None, self.label(latent))]
+            return [self._hit(latent, None)]
         if not query:
             raise ValueError("type a word to search feature labels, or #N for feature N")
         if self.catalog is None:
@@ -257,7 +280,7 @@ class PlaygroundEngine:
                 "(run `steer index`); search by text works without it"
             )
         return [
-            FeatureHit(int(e.index), None, e.label or "")
+            self._hit(int(e.index), None, e.label or "")
             for e in self.catalog.search(query, limit=limit)
         ]
 
@@ -286,7 +309,7 @@ class PlaygroundEngine:
             entry = self.catalog.entry(latent)
             return FeatureInfo(**vars(entry), related=related)
         top, bottom = self.logit_lens(latent)
-        return FeatureInfo(latent, "", None, None, None, top, bottom, [], related)
+        return FeatureInfo(latent, "", None, None, None, top, bottom, [], related=related)
 
     def logit_lens(self, latent: int, n: int = 10) -> tuple[list[str], list[str]]:
         """Tokens the decoder direction promotes / suppresses (see steer.features.catalog.logit_lens)."""

@@ -14,6 +14,8 @@ class FeatureHit:
     latent: int
     score: float | None  # activation on the searched text, or None for a label search
     label: str
+    explanation: str = ""
+    """The best explanation with its score (`" Paris" after " in" (n2g · P.92 R.41)`)."""
 
 
 Context = ContextExample

@@ -12,6 +12,8 @@ from .options import (
     DEVICE_HELP,
     MODEL_HELP,
     SAE_HELP,
+    explanation_json,
+    feature_caption,
     friendly_errors,
     load_catalog_for,
     load_for_steering,
@@ -35,7 +37,8 @@ def features(
         None,
         "--search",
         "-s",
-        help="Latents whose label, logit-lens tokens or top contexts contain this.",
+        help="Features ranked by relevance (BM25) to these words in their labels, "
+        "explanations, activating tokens, logit lens and top contexts.",
     ),
     toward: str = typer.Option(
         None,
@@ -117,6 +120,8 @@ def _for_text(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -
                     "relative": score if catalog is not None else None,
                     "token": lm.tokenizer.decode([ids[int(peak[j])]]),
                     "label": catalog.label(latent) if catalog is not None else None,
+                    "explanation": explanation_json(catalog, latent),
+                    "caption": feature_caption(catalog, latent),
                 }
             )
     if json_out:
@@ -142,7 +147,7 @@ def _for_text(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -
             cells.append(f"{r['relative']:.2f}")
         cells.append(repr(r["token"]))
         if catalog is not None:
-            cells.append(r["label"])
+            cells.append(r["caption"])
         table.add_row(*cells)
     Console().print(table)
 
@@ -216,6 +221,7 @@ def _search(sae_dir: Path, query: str, n: int, json_out: bool) -> None:
         ("freq", "right"),
         ("max", "right"),
         ("label", "left"),
+        ("explanation", "left"),
         ("logit lens", "left"),
     ):
         table.add_column(col, justify=just, overflow="fold")
@@ -225,6 +231,9 @@ def _search(sae_dir: Path, query: str, n: int, json_out: bool) -> None:
             f"{e.frequency:.2%}",
             f"{e.max_act:.3g}",
             e.label,
+            f"{e.explanation} ({e.explanation_source} {e.explanation_score})"
+            if e.explanation
+            else "",
             " ".join(repr(t) for t in e.top_tokens[:5]),
         )
     Console().print(table)
@@ -265,6 +274,10 @@ def _show_entry(sae_dir: Path, latent: int, model, device, json_out: bool) -> No
             "no catalog: only the logit lens is known (run steer index for contexts and statistics)\n",
             style="dim",
         )
+    if entry.explanation:
+        body.append("explained  ", style="bold")
+        body.append(entry.explanation)
+        body.append(f"  ({entry.explanation_source} · {entry.explanation_score})\n", style="dim")
     body.append("raises  ", style="bold green")
     body.append("  ".join(repr(t) for t in entry.top_tokens) + "\n")
     body.append("lowers  ", style="bold red")

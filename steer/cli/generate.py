@@ -13,6 +13,8 @@ from .options import (
     SAE_HELP,
     check_out_file,
     check_seed,
+    explanation_json,
+    feature_caption,
     friendly_errors,
     load_catalog_for,
     load_for_steering,
@@ -130,6 +132,7 @@ def generate(
     labels = (
         {iv.latent: catalog.label(iv.latent) for iv in interventions} if catalog is not None else {}
     )
+    captions = {iv.latent: feature_caption(catalog, iv.latent) for iv in interventions}
     if json_out:
         typer.echo(
             json.dumps(
@@ -141,7 +144,11 @@ def generate(
                     "strength_units": "relative" if max_acts is not None else "raw",
                     "settings": settings.to_dict(),
                     "interventions": [
-                        {**dataclasses.asdict(iv), "label": labels.get(iv.latent)}
+                        {
+                            **dataclasses.asdict(iv),
+                            "label": labels.get(iv.latent),
+                            "explanation": explanation_json(catalog, iv.latent),
+                        }
                         for iv in interventions
                     ],
                     "baseline": baseline,
@@ -151,7 +158,7 @@ def generate(
             )
         )
         return
-    _print_side_by_side(lm, sae_model, interventions, labels, units, settings, baseline, steered)
+    _print_side_by_side(lm, sae_model, interventions, captions, units, settings, baseline, steered)
 
 
 def _status(message: str, quiet: bool):

@@ -286,3 +286,25 @@ def field_docs(package: str, module_path: str, class_name: str) -> dict[str, str
         ):
             docs[node.target.id] = " ".join(doc.value.split())
     return docs
+
+
+def feature_caption(catalog, latent: int) -> str:
+    """A feature's label with the score of its explanation: `" Paris" after " in" → France
+    · n2g precision 0.83 · recall 0.62` ("" without a catalog)."""
+    if catalog is None:
+        return ""
+    label = catalog.label(latent)
+    shown = catalog.explanations.explanation(latent) if catalog.explanations else None
+    return f"{label} · {shown.source} {shown.score}" if shown else label
+
+
+def explanation_json(catalog, latent: int) -> dict | None:
+    """{text, source, score} of a feature's best explanation, or None."""
+    if catalog is None or catalog.explanations is None:
+        return None
+    shown = catalog.explanations.explanation(latent)
+    return (
+        None
+        if shown is None
+        else {"text": shown.text, "source": shown.source, "score": shown.score}
+    )

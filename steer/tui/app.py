@@ -237,7 +237,7 @@ class PlaygroundApp(ErrorContainment, App):
             empty = "No SAE loaded: baseline only.\nOpen one with --sae DIR or ctrl+p."
         else:
             empty = "No active features.\nctrl+f finds features by text or label."
-        panel.sync(e.features, e.label, e.slider_steps(), self.slider_span(), empty)
+        panel.sync(e.features, e.caption, e.slider_steps(), self.slider_span(), empty)
         on = sum(f.enabled for f in e.features)
         panel.border_title = f"Features {on}/{len(e.features)}" if e.features else "Features"
         panel.border_subtitle = f"strength {e.strength_unit}" if e.has_sae else ""

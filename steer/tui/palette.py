@@ -92,7 +92,7 @@ class FeatureCommands(Provider):
                 max(matcher.match(text), 0.5),
                 matcher.highlight(text),
                 partial(app.add_feature, hit.latent),
-                help="label search",
+                help=hit.explanation or "label search",
             )
 
 

@@ -149,7 +149,10 @@ def test_index_then_features(sae_dir, corpus):
 
     entry = invoke("features", "--sae", sae_dir, "--id", 0)
     assert entry.exit_code == 0, entry.output
-    assert "feature 0: Bridge" in entry.stdout and "raises" in entry.stdout
+    title = entry.stdout.splitlines()[0]
+    assert "feature 0: " in title and "Bridge" in title and "raises" in entry.stdout
+    # steer index fitted N2G patterns on the text after its sample: the entry shows them
+    assert "explained" in entry.stdout and "n2g · precision" in entry.stdout
 
     as_json = json.loads(invoke("features", "--sae", sae_dir, "--id", 0, "--json").stdout)
     assert all(c["tokens"][c["max_pos"]] == " Bridge" for c in as_json["contexts"])

@@ -130,3 +130,37 @@ def test_explanations_round_trip(tmp_path):
     (tmp_path / "explanations.json").write_text("{")
     with pytest.raises(ValueError, match="corrupt"):
         Explanations.load(tmp_path, n_latents=5)
+
+
+def test_a_catalog_loads_its_explanations_and_searches_them(tmp_path, one_thread):
+    from builders import TEXTS, planted_sae
+    from conftest import make_tiny_lm
+
+    from steer.features.catalog import FeatureCatalog, build_catalog
+    from steer.features.explain.from_catalog import explain_catalog
+
+    lm = make_tiny_lm("llama")
+    sae = planted_sae(lm)
+    catalog = build_catalog(lm, sae, TEXTS, n_tokens=2000, ctx_len=32, window=(6, 2))
+    folder = catalog.save(tmp_path / "catalog")
+    old_label = FeatureCatalog.load(folder).label(0)  # no explanations yet: loads as before
+    assert FeatureCatalog.load(folder).explanations is None
+    patterns, scores = explain_catalog(lm, sae, catalog, TEXTS[::-1], 2000, ctx_len=32,
+                                       fraction=0.01)  # fmt: skip
+    ex = Explanations.for_catalog(folder, catalog)
+    ex.set_n2g(patterns, scores, lm.tokenizer)
+    ex.save(folder)
+    loaded = FeatureCatalog.load(folder)
+    assert loaded.explanations is not None
+    assert loaded.label(0).startswith('" Bridge"') and loaded.label(0) != old_label
+    entry = loaded.entry(0)
+    assert entry.explanation == '" Bridge"' and entry.explanation_source == "n2g"
+    assert entry.explanation_score.startswith("precision 1.00")
+    assert loaded.search("bridge")[0].index == 0
+    assert (folder / "search.sqlite").is_file()  # the index is kept beside the catalog
+    assert loaded.search("->") == loaded.substring_search("->")  # no words: substring match
+    # explanations made for another SAE are left out
+    ex.meta["sae_fingerprint"] = "another"
+    ex.save(folder)
+    assert FeatureCatalog.load(folder).explanations is None
+    assert FeatureCatalog.load(folder).label(0) == old_label

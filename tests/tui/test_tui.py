@@ -389,3 +389,38 @@ async def test_palette_opens_a_shipped_checkpoint(tmp_path, monkeypatch):
         await pilot.press("enter")
         await pilot.pause()
     assert opened and opened[0].endswith("4608-k32")
+
+
+# ---------------------------------------------------------------- explanations
+async def test_explanations_show_in_find_inspector_panel_and_palette(tmp_path):
+    from builders import tiny_catalog
+
+    from steer.features.catalog import FeatureCatalog
+    from steer.features.explain.store import Explanations, LMExplanation
+    from steer.tui.screens.inspector import render_feature
+
+    base = tiny_catalog()
+    catalog = FeatureCatalog(base.tensors, list(base.labels), base.pieces, dict(base.meta))
+    ex = Explanations()
+    ex.add_lm(7, LMExplanation("tester", "zebra crossings", 0.9, 10))
+    catalog.set_explanations(ex)
+    engine = make_engine(tmp_path)
+    engine.catalog = catalog
+    app = PlaygroundApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+f")
+        await pilot.press(*"zebra", "enter")
+        await settle(pilot)
+        results = app.screen.query_one("#find-results")
+        shown = [str(results.get_option_at_index(i).prompt) for i in range(results.option_count)]
+        hit = next(s for s in shown if "#7 " in s)
+        assert "zebra crossings (tester · detection 0.90)" in hit  # found by its explanation
+        await pilot.press("escape")
+        app.add_feature(7)
+        await settle(pilot)
+        row = app.query_one(FeatureRow)
+        assert row.latent == 7 and "zebra crossings" in row.label and row.label.endswith("det .90")
+    info = engine.inspect(7)
+    text = str(render_feature(info, engine.strength_unit))
+    assert "explained  zebra crossings  (tester · detection 0.90)" in text
+    assert engine.search("zebra", limit=3)[0].explanation.startswith("zebra crossings")

@@ -128,6 +128,12 @@ class FeatureEntry:
     """Logit lens: tokens whose logits it lowers most."""
     contexts: list[ContextExample] = field(default_factory=list)
     """Top activating contexts, strongest first."""
+    explanation: str = ""
+    """The best explanation (an LM's phrase or the N2G token patterns), "" if none."""
+    explanation_source: str = ""
+    """`n2g` or the explainer model's name."""
+    explanation_score: str = ""
+    """Its score in words: `precision 0.92 · recall 0.41` or `detection 0.81`."""
 
 
 # ---------------------------------------------------------------------- the catalog
@@ -163,6 +169,11 @@ class FeatureCatalog:
         self.pieces = pieces
         self.meta = meta
         self._search_text: list[str] | None = None
+        self.folder: Path | None = None
+        """Where it was loaded from (its search index lives there too)."""
+        self.explanations = None
+        """steer.features.explain.store.Explanations stored beside it, or None."""
+        self._index = None
 
     # ------------------------------------------------------------------ access
     @property
@@ -186,8 +197,17 @@ class FeatureCatalog:
         return int(self.meta.get("window", [16, 4])[0])
 
     def label(self, i: int) -> str:
+        """The best explanation's label when one is good enough (see
+        steer.features.explain.store), else the tokens it fires on → its logit lens."""
         self._check(i)
+        if self.explanations is not None:
+            return self.explanations.label(i, self.labels[i])
         return self.labels[i]
+
+    def set_explanations(self, explanations) -> None:
+        """Attach explanations (labels, entries and search use them from now on)."""
+        self.explanations = explanations
+        self._index = None
 
     def matches(self, sae: TopKSAE) -> bool:
         """Was this catalog built for this SAE?"""
@@ -228,15 +248,19 @@ class FeatureCatalog:
                     max_pos=self.window_before - left_pad,
                 )
             )
+        shown = self.explanations.explanation(i) if self.explanations is not None else None
         return FeatureEntry(
             index=i,
-            label=self.labels[i],
+            label=self.label(i),
             frequency=float(t["frequency"][i]),
             mean_act=float(t["mean_act"][i]),
             max_act=float(t["max_act"][i]),
             top_tokens=self._strings(t["lens_top"][i]),
             bottom_tokens=self._strings(t["lens_bottom"][i]),
             contexts=contexts,
+            explanation=shown.text if shown else "",
+            explanation_source=shown.source if shown else "",
+            explanation_score=shown.score if shown else "",
         )
 
     # ------------------------------------------------------------------ search
@@ -257,6 +281,37 @@ class FeatureCatalog:
         return texts
 
     def search(self, query: str, limit: int = 20) -> list[FeatureEntry]:
+        """Features ranked by relevance to `query` (BM25 over labels, explanations, the
+        tokens they fire on, logit-lens tokens and top contexts: see
+        steer.features.explain.search). A query without word characters ("(", "->")
+        falls back to a substring match."""
+        from steer.features.explain.search import WORD_RE
+
+        if WORD_RE.search(query) is None:
+            return self.substring_search(query, limit)
+        return [self.entry(i) for i, _ in self.search_index().search(query, limit)]
+
+    def search_index(self):
+        """The FTS5 index (built on first use, kept in search.sqlite beside the catalog)."""
+        from steer.features.explain.search import (
+            INDEX_FILE,
+            SearchIndex,
+            catalog_documents,
+            file_stamp,
+        )
+
+        if self._index is None:
+            ex = self.explanations
+            docs = lambda: catalog_documents(self, ex.search_text if ex else None)  # noqa: E731
+            if self.folder is None:
+                self._index = SearchIndex.build(docs())
+            else:
+                names = (META_FILE, TENSORS_FILE, "explanations.json", "explanations.safetensors")
+                stamp = file_stamp([self.folder / f for f in names])
+                self._index = SearchIndex.open(self.folder / INDEX_FILE, stamp, docs)
+        return self._index
+
+    def substring_search(self, query: str, limit: int = 20) -> list[FeatureEntry]:
         """Latents whose label, logit-lens tokens or top contexts contain `query`
         (case-insensitive), best first: label > the activating tokens > logit-lens
         tokens > contexts; ties by max activation."""
@@ -269,14 +324,14 @@ class FeatureCatalog:
         scored = []
         for i in range(self.n_latents):
             text = self._search_text[i]
-            if q not in text and q not in self.labels[i].lower():
+            if q not in text and q not in self.label(i).lower():
                 lens = "".join(self._strings(self.tensors["lens_top"][i])).lower()
                 if q not in lens:
                     continue
             contexts, _, peaks = text.partition("\t")
             lens = " ".join(self._strings(self.tensors["lens_top"][i])).lower()
             score = (
-                4.0 * (q in self.labels[i].lower())
+                4.0 * (q in self.label(i).lower())
                 + 2.0 * sum(q in p for p in peaks.split("\n")) / n_ctx
                 + 1.0 * (q in lens)
                 + 1.0 * sum(q in c for c in contexts.split("\n")) / n_ctx
@@ -309,6 +364,7 @@ class FeatureCatalog:
             folder / META_FILE,
             lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False)),
         )
+        self.folder, self._index = folder, None
         return folder
 
     @classmethod
@@ -327,7 +383,24 @@ class FeatureCatalog:
             raise ValueError(
                 f"feature catalog in {folder} has format {meta.get('version')}, expected {FORMAT_VERSION}: rebuild it"
             )
-        return cls(tensors, labels, pieces, meta)
+        catalog = cls(tensors, labels, pieces, meta)
+        catalog.folder = folder
+        catalog.load_explanations()
+        return catalog
+
+    def load_explanations(self) -> None:
+        """Attach the explanations stored beside the catalog, if any were made for its SAE
+        (older catalogs have none; unreadable ones are left out, the catalog still works)."""
+        from steer.features.explain.store import Explanations
+
+        if self.folder is None or not Explanations.exists(self.folder):
+            return
+        try:
+            found = Explanations.load(self.folder, self.n_latents)
+        except ValueError:
+            return
+        if found.meta.get("sae_fingerprint") in (None, self.meta.get("sae_fingerprint")):
+            self.set_explanations(found)
 
     @classmethod
     def for_sae(cls, sae_dir: str | Path, sae: TopKSAE) -> FeatureCatalog | None:

@@ -1,6 +1,7 @@
 """Ranked feature search: an SQLite FTS5 index (BM25) over what is known of each feature.
 
-One row per latent, five columns: its label, its explanations (LM texts and N2G pattern
+One row per latent, five columns: its label (without the logit-lens part after " → "),
+its explanations (LM texts and N2G pattern
 tokens), the tokens it fires on most (one per top context, so a token it fires on in all
 its contexts counts more), its logit-lens tokens, and its top contexts' text. BM25 ranks
 with per-column weights (COLUMN_WEIGHTS): a word in the label or an explanation counts
@@ -130,7 +131,7 @@ def catalog_documents(catalog, explanation_text: Callable[[int], str] | None = N
         peaks = " ".join(p for p, ok in zip(peak[i], live[i], strict=True) if ok)
         docs.append(
             (
-                catalog.label(i),
+                catalog.label(i).partition(" → ")[0],  # the logit lens has its own column
                 explanation_text(i) if explanation_text is not None else "",
                 text(peaks),
                 text(" ".join(lens[i])),

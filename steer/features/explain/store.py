@@ -53,6 +53,19 @@ class Explanation:
     """`n2g` or the explainer's name."""
     score: str
     """The score in words, e.g. `precision 0.92 · recall 0.41`."""
+    short: str = ""
+    """The score in a few characters, e.g. `P.92 R.41`, `det .81`."""
+
+
+def _frac(x: float) -> str:
+    """0.92 -> `.92`, 1.0 -> `1`, nan -> `–`."""
+    if math.isnan(x):
+        return "–"
+    return "1" if x >= 0.995 else f"{x:.2f}"[1:]
+
+
+def _short_det(score: float) -> str:
+    return f"det {_frac(score)}"
 
 
 def _show_token(piece: str) -> str:
@@ -158,17 +171,25 @@ class Explanations:
         """The best explanation of a latent with its score, for display."""
         best = self.best_lm(latent)
         if best is not None and best.score is not None and best.score >= LM_LABEL_SCORE:
-            return Explanation(best.text, best.explainer, f"detection {best.score:.2f}")
+            return Explanation(
+                best.text, best.explainer, f"detection {best.score:.2f}", _short_det(best.score)
+            )
         score = self.n2g_score(latent)
         patterns = self.pattern_texts(latent)
         if patterns and score is not None:
             p, r = score
-            words = f"precision {p:.2f} · recall {r:.2f}" if not math.isnan(p) else "unscored"
+            words = (
+                f"precision {p:.2f} · recall {r:.2f}"
+                if not math.isnan(p)
+                else "no match in held-out text"
+            )
             shown = ", ".join(patterns[:4]) + (" …" if len(patterns) > 4 else "")
-            return Explanation(shown, "n2g", words)
+            short = f"P{_frac(p)} R{_frac(r)}" if not math.isnan(p) else ""
+            return Explanation(shown, "n2g", words, short)
         if best is not None:
             det = "unscored" if best.score is None else f"detection {best.score:.2f}"
-            return Explanation(best.text, best.explainer, det)
+            short = "" if best.score is None else _short_det(best.score)
+            return Explanation(best.text, best.explainer, det, short)
         return None
 
     def search_text(self, latent: int) -> str:

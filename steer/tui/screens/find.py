@@ -104,7 +104,14 @@ class FindScreen(ModalScreen[None]):
         if by_label:
             if options:
                 options.append(None)
-            options.append(Option(Content.styled("Labels matching", "bold $accent"), disabled=True))
+            options.append(
+                Option(
+                    Content.styled(
+                        "Labels and explanations matching (by relevance)", "bold $accent"
+                    ),
+                    disabled=True,
+                )
+            )
             for hit in by_label:
                 options.append(self._option("l", hit, ""))
         results.add_options(options)
@@ -125,11 +132,13 @@ class FindScreen(ModalScreen[None]):
         option_id = f"{kind}{hit.latent}"
         self.hits[option_id] = hit.latent
         label = hit.label or "(no label)"
+        explained = getattr(hit, "explanation", "")
         prompt = Content.assemble(
             (f"{score} ", "dim") if score else "",
             (f"#{hit.latent:<6}", "bold"),
             " ",
             (label, "" if hit.label else "dim"),
+            (f"\n        {explained}", "dim") if explained else "",
         )
         return Option(prompt, id=option_id)
 

@@ -69,6 +69,17 @@ def render_feature(info, unit: str) -> Content:
         Content.assemble(
             ("label      ", "dim"), (info.label or "(none: no catalog, run steer index)", "bold")
         ),
+        *(
+            [
+                Content.assemble(
+                    ("explained  ", "dim"),
+                    info.explanation,
+                    (f"  ({info.explanation_source} · {info.explanation_score})", "dim"),
+                )
+            ]
+            if getattr(info, "explanation", "")
+            else []
+        ),
         Content.assemble(
             ("frequency  ", "dim"),
             stat(None if info.frequency is None else 100 * info.frequency, ".3f"),
