@@ -20,7 +20,11 @@ from .options import (
 
 @friendly_errors
 def explain(
-    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    sae: list[Path] = typer.Option(
+        ...,
+        "--sae",
+        help=SAE_HELP + " With --n2g it may repeat: SAEs at one hook point share the model pass.",
+    ),
     n2g: bool = typer.Option(
         False,
         "--n2g",
@@ -82,8 +86,10 @@ def explain(
     if n2g:
         _n2g(sae, corpus, parse_tokens(tokens or "100k"), text_field, model, device)
         return
+    if len(sae) != 1:
+        raise ValueError("--explainer explains one SAE at a time: give one --sae")
     _lm(
-        sae, explainer, scorer, latents, sample, None if no_score else corpus,
+        sae[0], explainer, scorer, latents, sample, None if no_score else corpus,
         parse_tokens(tokens or "20k"), text_field, model, device,
     )  # fmt: skip
 
@@ -106,19 +112,25 @@ def parse_latents(spec: str, n: int) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def _n2g(sae_dir: Path, corpus: str, n_tokens: int, text_field: str, model, device) -> None:
+def _n2g(sae_dirs: list[Path], corpus: str, n_tokens: int, text_field: str, model, device) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from sae import load_sae
     from steer.features.catalog import catalog_dir
-    from steer.features.explain.from_catalog import explain_catalog
+    from steer.features.explain.from_catalog import explain_catalogs
     from steer.features.explain.store import Explanations
 
-    lm, sae = load_for_steering(sae_dir, model, device)
-    catalog = load_catalog_for(sae_dir, sae)
-    if catalog is None:
-        raise ValueError(f"no feature catalog for {sae_dir}: build one with `steer index` first")
-    folder = catalog_dir(sae_dir)
+    lm, first = load_for_steering(sae_dirs[0], model, device)
+    saes = [first] + [load_sae(d, device=first.device) for d in sae_dirs[1:]]
+    catalogs = []
+    for sae_dir, sae in zip(sae_dirs, saes, strict=True):
+        catalog = load_catalog_for(sae_dir, sae)
+        if catalog is None:
+            raise ValueError(
+                f"no feature catalog for {sae_dir}: build one with `steer index` first"
+            )
+        catalogs.append(catalog)
     console = Console(stderr=True)
     start = time.perf_counter()
     with Progress(
@@ -130,28 +142,29 @@ def _n2g(sae_dir: Path, corpus: str, n_tokens: int, text_field: str, model, devi
         disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("n2g", total=n_tokens)
-        patterns, scores = explain_catalog(
-            lm,
-            sae,
-            catalog,
-            corpus,
-            n_tokens,
-            text_field=text_field,
+        results = explain_catalogs(
+            lm, saes, catalogs, corpus, n_tokens, text_field=text_field,
             progress=lambda done, total: progress.update(task, completed=done),
+        )  # fmt: skip
+    for sae_dir, catalog, (patterns, scores) in zip(sae_dirs, catalogs, results, strict=True):
+        folder = catalog_dir(sae_dir)
+        explanations = Explanations.for_catalog(folder, catalog)
+        explanations.set_n2g(
+            patterns, scores, lm.tokenizer, corpus=str(corpus), n_tokens=n_tokens, fraction=0.5
         )
-    explanations = Explanations.for_catalog(folder, catalog)
-    explanations.set_n2g(
-        patterns, scores, lm.tokenizer, corpus=str(corpus), n_tokens=n_tokens, fraction=0.5
-    )
-    explanations.save(folder)
-    live = catalog.frequency > 0
-    p, r = scores.mean(live)
-    covered = int(((patterns.counts() > 0) & live).sum())
-    typer.echo(
-        f"N2G patterns for {covered} of {int(live.sum())} live features in "
-        f"{time.perf_counter() - start:.0f} s; on held-out text mean precision {p:.3f}, "
-        f"recall {r:.3f} (over features firing there); saved in {folder}"
-    )
+        explanations.save(folder)
+        catalog.folder = folder
+        catalog.set_explanations(explanations)
+        catalog.search_index()  # rebuilt now, so the first search is quick
+        live = catalog.frequency > 0
+        p, r = scores.mean(live)
+        covered = int(((patterns.counts() > 0) & live).sum())
+        typer.echo(
+            f"{sae_dir}: N2G patterns for {covered} of {int(live.sum())} live features; on "
+            f"held-out text mean precision {p:.3f}, recall {r:.3f} (over features firing "
+            f"there); saved in {folder}"
+        )
+    typer.echo(f"N2G for {len(sae_dirs)} SAE(s) in {time.perf_counter() - start:.0f} s")
 
 
 def _lm(sae_dir, explainer_name, scorer_name, latents, sample, corpus, n_tokens, text_field,

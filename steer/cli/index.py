@@ -166,5 +166,7 @@ def _n2g(lm, sae, catalog, folder, source, n_tokens, ctx_len, text_field, progre
         else "the indexed corpus after its sample", n_tokens=n_tokens, fraction=0.5,
     )  # fmt: skip
     explanations.save(folder)
+    catalog.set_explanations(explanations)
+    catalog.search_index()  # built now beside the catalog, so the first search is quick
     p, r = scores.mean(catalog.frequency > 0)
     return f"N2G explanations: mean precision {p:.3f}, recall {r:.3f} on held-out text"

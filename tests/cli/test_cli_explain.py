@@ -48,6 +48,28 @@ def test_n2g_stores_patterns_and_scores(sae_dir, heldout):
     assert ex.scores.fires.sum() > 0
 
 
+def test_n2g_for_two_saes_at_one_hook_point_in_one_pass(sae_dir, heldout, tiny_model_dir):
+    import torch
+
+    from sae import SAEConfig, TopKSAE
+
+    torch.manual_seed(1)
+    other = sae_dir.parent / "other"
+    TopKSAE(SAEConfig(32, 48, 4, hookpoint="resid_post.2", model_name=str(tiny_model_dir))).save(
+        other
+    )
+    assert invoke("index", "--sae", other, "--corpus", heldout, "--tokens", 1000,
+                  "--ctx-len", 32, "--no-n2g").exit_code == 0  # fmt: skip
+    result = invoke("explain", "--sae", sae_dir, "--sae", other, "--n2g", "--corpus", heldout,
+                    "--tokens", 1000)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"{sae_dir}: N2G patterns" in result.stdout and f"{other}: N2G" in result.stdout
+    assert Explanations.load(other / "catalog", 48).scores.fires.shape == (48,)
+    assert (other / "catalog" / "search.sqlite").is_file()
+    two = invoke("explain", "--sae", sae_dir, "--sae", other, "--explainer", "x", "--no-score")
+    assert two.exit_code == 1 and "one --sae" in two.stderr
+
+
 def test_lm_explainer_runs_resumes_and_stores(sae_dir, heldout, tiny_model_dir):
     args = ("explain", "--sae", sae_dir, "--explainer", tiny_model_dir, "--latents", "0-2",
             "--corpus", heldout, "--tokens", 1000)  # fmt: skip

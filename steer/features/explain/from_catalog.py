@@ -17,7 +17,7 @@ from sae import TopKSAE
 from steer.features.catalog import FeatureCatalog, token_bytes
 from steer.lm.models import LoadedModel
 
-from .heldout import fit_and_score, sae_codes
+from .heldout import fit_and_score, sae_codes_many
 from .n2g import FIRE_FRACTION, Examples, Patterns, Scores
 
 
@@ -64,8 +64,29 @@ def explain_catalog(
     """N2G patterns of every latent of `catalog`, fitted on its top contexts and half of
     n_tokens of held-out `source`, scored on the other half. A latent fires at
     `fraction` of its max activation in the catalog."""
-    if not catalog.matches(sae):
-        raise ValueError("the catalog was built for another SAE: rebuild it with `steer index`")
-    codes = sae_codes(lm, sae, source, n_tokens, progress=progress, **options)
-    examples = catalog_examples(catalog, lm.tokenizer, fraction)
-    return fit_and_score(codes, catalog.max_acts, fraction=fraction, examples=examples)
+    return explain_catalogs(
+        lm, [sae], [catalog], source, n_tokens, fraction=fraction, progress=progress, **options
+    )[0]
+
+
+def explain_catalogs(
+    lm: LoadedModel,
+    saes: list[TopKSAE],
+    catalogs: list[FeatureCatalog],
+    source,
+    n_tokens: int = 100_000,
+    *,
+    fraction: float = FIRE_FRACTION,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> list[tuple[Patterns, Scores]]:
+    """`explain_catalog` for SAEs at one hook point (a family), from one model pass."""
+    for sae, catalog in zip(saes, catalogs, strict=True):
+        if not catalog.matches(sae):
+            raise ValueError("a catalog was built for another SAE: rebuild it with `steer index`")
+    all_codes = sae_codes_many(lm, saes, source, n_tokens, progress=progress, **options)
+    out = []
+    for codes, catalog in zip(all_codes, catalogs, strict=True):
+        examples = catalog_examples(catalog, lm.tokenizer, fraction)
+        out.append(fit_and_score(codes, catalog.max_acts, fraction=fraction, examples=examples))
+    return out

@@ -115,10 +115,18 @@ def _pack(texts: Iterable[str], tokenizer, ctx_len: int) -> Iterator[Tensor]:
             del buffer[:ctx_len]
 
 
+def sae_codes(lm: LoadedModel, sae: TopKSAE, source, n_tokens: int = 100_000, **options):
+    """TopK codes of `n_tokens` tokens of `source` (a corpus path for steer.lm.data, a
+    (B, T) tensor of token ids, an iterable of token contexts (T,) or of texts), in
+    contexts of ctx_len tokens. The forward runs in bf16 autocast on an fp32 model, as
+    `steer index` does. Options: see `sae_codes_many`."""
+    return sae_codes_many(lm, [sae], source, n_tokens, **options)[0]
+
+
 @torch.inference_mode()
-def sae_codes(
+def sae_codes_many(
     lm: LoadedModel,
-    sae: TopKSAE,
+    saes: list[TopKSAE],
     source,
     n_tokens: int = 100_000,
     *,
@@ -129,14 +137,15 @@ def sae_codes(
     text_field: str = "text",
     autocast: bool = True,
     progress: Callable[[int, int], None] | None = None,
-) -> HeldoutCodes:
-    """TopK codes of `n_tokens` tokens of `source` (a corpus path for steer.lm.data, a
-    (B, T) tensor of token ids, an iterable of token contexts (T,) or of texts), in
-    contexts of ctx_len tokens.
-    The forward runs in bf16 autocast on an fp32 model, as `steer index` does."""
+) -> list[HeldoutCodes]:
+    """The codes of several SAEs reading the same hook point, from one model pass (the
+    model forward costs far more than the encodes: a family of widths shares it)."""
     if n_tokens < 1:
         raise ValueError(f"the number of tokens must be positive, got {n_tokens}")
-    layer = sae_layer(lm, sae)
+    layers = {sae_layer(lm, sae) for sae in saes}
+    if len(layers) != 1:
+        raise ValueError("the SAEs read different hook points: give them one at a time")
+    (layer,) = layers
     dev = lm.device
     use_amp = autocast and lm.dtype == torch.float32 and dev.type in ("cpu", "cuda")
     amp = (
@@ -145,7 +154,8 @@ def sae_codes(
         else contextlib.nullcontext
     )
     contexts = _contexts(source, lm.tokenizer, ctx_len, seed, text_field)
-    ids_parts, acts_parts, idx_parts = [], [], []
+    ids_parts: list[Tensor] = []
+    codes_parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in saes]
     done = 0
     while done < n_tokens:
         batch = list(itertools.islice(contexts, min(batch_size, -(-(n_tokens - done) // ctx_len))))
@@ -154,11 +164,11 @@ def sae_codes(
         ids = torch.stack(batch).long()  # (B, T)
         B, T = ids.shape
         with amp():
-            resid = lm.residual(ids.to(dev), layer)  # (B, T, d)
-            acts, idx = sae.encode(resid.reshape(B * T, -1).to(sae.device))  # (B*T, k)
+            resid = lm.residual(ids.to(dev), layer).reshape(B * T, -1)  # (B*T, d)
+            for parts, sae in zip(codes_parts, saes, strict=True):
+                acts, idx = sae.encode(resid.to(sae.device))  # (B*T, k)
+                parts.append((acts.view(B, T, -1).half().cpu(), idx.view(B, T, -1).int().cpu()))
         ids_parts.append(ids)
-        acts_parts.append(acts.view(B, T, -1).half().cpu())
-        idx_parts.append(idx.view(B, T, -1).int().cpu())
         done += B * T
         if progress is not None:
             progress(min(done, n_tokens), n_tokens)
@@ -169,8 +179,12 @@ def sae_codes(
         raise ValueError(f"contexts of {tokens.shape[1]} tokens are too short")
     valid = torch.ones_like(tokens, dtype=torch.bool)
     valid[:, :skip_first] = False
-    acts, idx = concat_codes(acts_parts, idx_parts)  # widths differ for non-TopK SAEs
-    return HeldoutCodes(tokens, valid, acts, idx, sae.n_latents, _vocab(lm))
+    out = []
+    for parts, sae in zip(codes_parts, saes, strict=True):
+        # widths differ from batch to batch for non-TopK SAEs
+        acts, idx = concat_codes([a for a, _ in parts], [i for _, i in parts])
+        out.append(HeldoutCodes(tokens, valid, acts, idx, sae.n_latents, _vocab(lm)))
+    return out
 
 
 def fit_and_score(
