@@ -144,13 +144,12 @@ def generate(
                     "strength_units": "relative" if max_acts is not None else "raw",
                     "settings": settings.to_dict(),
                     "interventions": [
-                        {
-                            **dataclasses.asdict(iv),
-                            "label": labels.get(iv.latent),
-                            "explanation": explanation_json(catalog, iv.latent),
-                        }
+                        {**dataclasses.asdict(iv), "label": labels.get(iv.latent)}
                         for iv in interventions
                     ],
+                    "explanations": {
+                        str(iv.latent): explanation_json(catalog, iv.latent) for iv in interventions
+                    },
                     "baseline": baseline,
                     "steered": steered,
                 },

@@ -171,6 +171,11 @@ def test_index_then_features(sae_dir, corpus):
     # With a catalog, strengths are relative to each feature's max activation.
     gen = invoke("generate", "--sae", sae_dir, "-p", "Hi", "-f", "0=2", "--max-tokens", 2, "--json")
     assert json.loads(gen.stdout)["strength_units"] == "relative"
+    assert json.loads(gen.stdout)["explanations"]["0"]["source"] == "n2g"
+    header = invoke("generate", "--sae", sae_dir, "-p", "Hi", "-f", "0=2", "--max-tokens", 2)
+    assert (
+        "n2g" in header.stdout and "precision" in header.stdout
+    )  # the lever's label with its explanation's score
     raw = invoke(
         "generate", "--sae", sae_dir, "-p", "Hi", "-f", "0=2", "--max-tokens", 2, "--json", "--raw"
     )
