@@ -29,6 +29,7 @@ COMMANDS = [
     ("chat", "chat", "chat"),
     ("train", "train", "train"),
     ("cache", "cache", "cache"),
+    ("report", "report", "report"),
     ("eval", "evaluate", "evaluate"),
     ("generate", "generate", "generate"),
     ("attribute", "attribute", "attribute"),
