@@ -82,6 +82,16 @@ class PlaygroundEngine:
         self.device = device
         self._lock = threading.RLock()
 
+    def feature_web(self):
+        """The loaded SAE's family web (`steer web`) as a steer.app.web.WebView, or None."""
+        from .web import WebView
+
+        self._require_sae()
+        key = (str(self.sae_path), self.sae.n_latents)
+        if getattr(self, "_web", (None, None))[0] != key:
+            self._web = (key, WebView.for_sae(self.sae_path, self.sae.n_latents))
+        return self._web[1]
+
     # ------------------------------------------------------------ loading
     def load(
         self,

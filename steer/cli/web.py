@@ -37,6 +37,11 @@ def web(
     split: str = typer.Option(
         "heldout", "--split", help="heldout (the documents steer train leaves out) or all."
     ),
+    activations: Path = typer.Option(
+        None,
+        "--activations",
+        help="Read the tokens' activations from a steer cache folder instead of running the model (it must hold the SAEs' hook point).",
+    ),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build again even when web.json exists."),
     branch: int = typer.Option(
         None, "--branch", help="Print the branch under this feature of the narrowest level."
@@ -67,7 +72,11 @@ def web(
     levels = family_levels(folder)
     path = find_web(folder)  # this SAE's, or a family member's
     if rebuild or path is None:
-        result = _build(levels, corpus, n_tokens, (ctx_len, text_field, split), model, device)
+        text = (ctx_len, text_field, split)
+        if activations is not None:
+            result = _build_from_cache(levels, activations, n_tokens)
+        else:
+            result = _build(levels, corpus, n_tokens, text, model, device)
         path = result.save(folder)
         typer.echo(f"web of {len(levels)} levels on {result.tokens:,} tokens -> {path}", err=True)
     result = FeatureWeb.load(path)
@@ -108,12 +117,7 @@ def _build(levels, corpus, n_tokens, text, model, device):
     corpus = corpus or provenance_of(saes[-1].cfg).get("corpus")
     if not corpus:
         raise ValueError("no corpus: pass --corpus (the SAE does not name its training corpus)")
-    labels = []
-    for lv, s in zip(levels, saes, strict=True):
-        catalog = load_catalog_for(Path(lv.path), s, warn=False)
-        labels.append(
-            [catalog.label(i) for i in range(s.n_latents)] if catalog else [""] * s.n_latents
-        )
+    labels = _labels(levels, saes)
     ctx_len, text_field, split = text
     contexts = TokenContexts(
         corpus,
@@ -126,6 +130,31 @@ def _build(levels, corpus, n_tokens, text, model, device):
     stream = ActivationStream(lm, parse_hookpoint(hooks.pop()), contexts, batch_tokens=2048)
     result = build_web(levels, saes, stream, labels=labels, max_tokens=n_tokens)
     result.meta = {"corpus": str(corpus), "split": split, "ctx_len": ctx_len}
+    return result
+
+
+def _labels(levels, saes) -> list[list[str]]:
+    labels = []
+    for lv, s in zip(levels, saes, strict=True):
+        catalog = load_catalog_for(Path(lv.path), s, warn=False)
+        labels.append(
+            [catalog.label(i) for i in range(s.n_latents)] if catalog else [""] * s.n_latents
+        )
+    return labels
+
+
+def _build_from_cache(levels, folder: Path, n_tokens: int):
+    from sae import TopKSAE
+    from steer.features.web import build_web
+    from steer.lm.cache import CachedActivations
+
+    saes = [TopKSAE.load(lv.path) for lv in levels]
+    stream = CachedActivations(folder, batch_tokens=2048, repeat=False)
+    hook = stream.meta.get("hookpoint")
+    if {s.cfg.hookpoint for s in saes} != {hook}:
+        raise ValueError(f"the cache {folder} holds {hook}, the SAEs read {saes[0].cfg.hookpoint}")
+    result = build_web(levels, saes, stream, labels=_labels(levels, saes), max_tokens=n_tokens)
+    result.meta = {"activations": str(folder), "corpus": stream.meta.get("corpus", "")}
     return result
 
 

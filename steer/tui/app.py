@@ -41,6 +41,7 @@ from .screens import (
     PresetsScreen,
     SettingsScreen,
     TokenViewScreen,
+    WebScreen,
     WhyScreen,
     first_line,
 )
@@ -94,6 +95,7 @@ class PlaygroundApp(ErrorContainment, App):
         Binding("ctrl+s", "presets(True)", "Save preset", id="save-preset", show=False),
         Binding("ctrl+t", "tokens", "Per-token view", id="tokens", show=False),
         Binding("ctrl+y", "why", "Why this token?", id="why", show=False),
+        Binding("ctrl+b", "web", "Feature web", id="web", show=False),
         Binding("ctrl+l", "new_chat", "New chat", id="new-chat", show=False),
         Binding("ctrl+n", "toggle_chat", "Chat / completion", id="toggle-chat", show=False),
     ]
@@ -585,6 +587,19 @@ class PlaygroundApp(ErrorContainment, App):
             self.notify("add a feature first (ctrl+f)", severity="warning")
             return
         self.show_token_view(latent)
+
+    def action_web(self) -> None:
+        if not self.engine.has_sae:
+            self.notify("no SAE loaded: there is no feature web", severity="warning")
+            return
+        view = self.attempt(self.engine.feature_web)
+        if view is None:
+            self.notify(
+                f"no feature web for this SAE: build one with  steer web --sae {self.engine.sae_path}",
+                severity="warning",
+            )
+            return
+        self.push_screen(WebScreen(self.engine, view))
 
     def action_why(self) -> None:
         """Pick a token of either completion: the latents that caused it (steer.app.why)."""

@@ -16,6 +16,10 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("ctrl+s", "save the active features as a preset"),
             ("ctrl+t", "per-token view of the focused (or first) feature"),
             ("ctrl+y", "why this token? the features that caused a token of either completion"),
+            (
+                "ctrl+b",
+                "feature web (branches): a tree from broad features to their splits (steer web)",
+            ),
             ("ctrl+l", "new chat: clear the history and the panes"),
             ("ctrl+n", "switch chat mode / plain completion (instruct models)"),
             ("ctrl+p", "command palette: features, presets, checkpoints, actions"),
@@ -47,6 +51,16 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("enter (on a result)", "add the feature and close"),
             ("a", "add the feature and keep searching"),
             ("i", "inspect the feature"),
+            ("escape", "close"),
+        ],
+    ),
+    (
+        "Feature web (ctrl+b)",
+        [
+            ("space · enter on a branch", "open / close a feature's splits"),
+            ("enter on a leaf / a", "make the feature a lever"),
+            ("i", "inspect the feature"),
+            ("/", "search: a label word or #id; enter jumps there, again: next match"),
             ("escape", "close"),
         ],
     ),

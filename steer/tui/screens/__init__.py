@@ -1,5 +1,5 @@
 """Screens of the playground: loading, help, find, inspector, per-token view, why this token,
-settings, presets.
+settings, presets, the feature web.
 
 Screens that need the model (find, inspect, per-token view) fetch their data in a thread
 worker, so the UI stays live while a generation holds the model.
@@ -13,6 +13,7 @@ from .loading import LoadingScreen
 from .presets import PresetsScreen
 from .settings import SettingsScreen
 from .tokens import TokenViewScreen
+from .web import WebScreen
 from .why import WhyScreen
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PresetsScreen",
     "SettingsScreen",
     "TokenViewScreen",
+    "WebScreen",
     "WhyScreen",
     "deliver",
     "error_text",
