@@ -16,6 +16,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["STEER_STATE_DIR"] = tempfile.mkdtemp(prefix="steer-state-")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+
+@pytest.fixture(autouse=True)
+def no_hidden_playground_errors(request):
+    """The playground contains errors (logs them, shows a notification, goes on); in a test
+    a contained error must still fail the test, or a broken screen renders quietly.
+    Tests that plant errors on purpose give the app its own log (`app.errors_log`)."""
+    from pathlib import Path
+
+    log = Path(os.environ["STEER_STATE_DIR"]) / "errors.log"
+    before = log.stat().st_size if log.exists() else 0
+    yield
+    if log.exists() and log.stat().st_size > before:
+        with log.open() as f:
+            f.seek(before)
+            new = f.read().strip().splitlines()
+        pytest.fail("the playground contained an error:\n" + "\n".join(new[-6:]), pytrace=False)
+
+
 TINY_TEXT = [
     "The Golden Gate Bridge is a suspension bridge in San Francisco.",
     "Paris is the capital of France, and the Eiffel Tower stands there.",
