@@ -188,6 +188,29 @@ def pack_texts(texts: Iterable[str], tokenizer, ctx_len: int) -> Iterator[torch.
             del buffer[:ctx_len]
 
 
+def contexts_from(
+    source, tokenizer, ctx_len: int, seed: int = 0, text_field: str = "text"
+) -> Iterator[torch.Tensor]:
+    """Token contexts (ctx_len,) from whatever a caller was handed: a corpus path or hf:
+    spec (TokenContexts, shuffled by seed), a (B, T) or (T,) tensor of token ids, an
+    iterable of texts (packed as pack_texts does) or of token-id sequences. An empty
+    iterable gives no contexts."""
+    if isinstance(source, (str, Path)):
+        return iter(
+            TokenContexts(source, tokenizer, ctx_len=ctx_len, text_field=text_field, seed=seed)
+        )
+    if isinstance(source, torch.Tensor):
+        return iter(source if source.dim() == 2 else source[None])
+    it = iter(source)
+    first = next(it, None)
+    if first is None:
+        return iter(())
+    rest = itertools.chain([first], it)
+    if isinstance(first, str):
+        return pack_texts(rest, tokenizer, ctx_len)
+    return (torch.as_tensor(c, dtype=torch.long) for c in rest)
+
+
 @dataclass
 class TokenContexts:
     """A re-iterable, deterministic stream of packed token contexts, each (ctx_len,) int64.

@@ -7,7 +7,7 @@ import lzma
 
 import pytest
 
-from steer.lm.data import CorpusError, TokenContexts, iter_texts
+from steer.lm.data import CorpusError, TokenContexts, contexts_from, iter_texts
 
 DOCS = [
     f"Document {hashlib.md5(str(i).encode()).hexdigest()} talks about bridges." for i in range(30)
@@ -97,3 +97,16 @@ def test_packing_is_deterministic_and_splits_are_disjoint(tmp_path, tiny_tokeniz
 
     train, held = docs("train"), docs("heldout")
     assert train and held and sorted(train + held) == sorted(DOCS)
+
+
+def test_contexts_from_texts_tensors_and_ids_match_the_corpus_packing(tiny_tokenizer, tiny_corpus):
+    import torch
+
+    from_path = list(TokenContexts(tiny_corpus, tiny_tokenizer, ctx_len=16, shuffle_buffer=0))
+    texts = list(iter_texts(tiny_corpus))
+    packed = list(contexts_from(texts, tiny_tokenizer, 16))  # texts, in order
+    assert [c.tolist() for c in packed] == [c.tolist() for c in from_path]
+    as_ids = list(contexts_from([c.tolist() for c in packed[:3]], tiny_tokenizer, 16))
+    assert all(a.dtype == torch.long and a.equal(b) for a, b in zip(as_ids, packed, strict=False))
+    assert len(list(contexts_from(torch.stack(packed[:2]), tiny_tokenizer, 16))) == 2
+    assert list(contexts_from([], tiny_tokenizer, 16)) == []

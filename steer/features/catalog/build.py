@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from sae import TopKSAE
-from steer.lm.data import TokenContexts, pack_texts
+from steer.lm.data import contexts_from
 from steer.lm.models import LoadedModel
 from steer.steering import sae_layer
 
@@ -25,25 +25,6 @@ from .lens import logit_lens
 from .store import FeatureCatalog, sae_fingerprint, token_bytes
 
 F16_MAX = 65504.0
-
-
-def _contexts(
-    source, tokenizer, ctx_len: int, seed: int, text_field: str = "text"
-) -> Iterator[Tensor]:
-    if isinstance(source, (str, Path)):
-        return iter(
-            TokenContexts(source, tokenizer, ctx_len=ctx_len, text_field=text_field, seed=seed)
-        )
-    if isinstance(source, Tensor):
-        return iter(source if source.dim() == 2 else source[None])
-    it = iter(source)
-    first = next(it, None)
-    if first is None:
-        raise ValueError("the corpus is empty")
-    rest = itertools.chain([first], it)
-    if isinstance(first, str):
-        return pack_texts(rest, tokenizer, ctx_len)
-    return (torch.as_tensor(c, dtype=torch.long) for c in rest)
 
 
 class _TopContexts:
@@ -135,7 +116,7 @@ def build_catalog(
     top = _TopContexts(n, n_contexts, *window)
     seen = 0  # tokens counted in the statistics
     done = 0  # tokens read
-    contexts = _contexts(source, lm.tokenizer, ctx_len, seed, text_field)
+    contexts = contexts_from(source, lm.tokenizer, ctx_len, seed, text_field)
     while done < n_tokens:
         wanted = min(batch_size, -(-(n_tokens - done) // ctx_len))  # do not overshoot n_tokens
         batch = list(itertools.islice(contexts, wanted))

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from sae import TopKSAE, concat_codes
+from steer.lm.data import contexts_from
 from steer.lm.models import LoadedModel
 from steer.steering import sae_layer
 
@@ -84,37 +84,6 @@ def _vocab(lm: LoadedModel) -> int:
     return max(int(emb.num_embeddings), len(lm.tokenizer))
 
 
-def _contexts(source, tokenizer, ctx_len: int, seed: int, text_field: str) -> Iterator[Tensor]:
-    """Token contexts (ctx_len,) from a corpus path, a (B, T) tensor, or texts."""
-    if isinstance(source, (str, Path)):
-        from steer.lm.data import TokenContexts
-
-        return iter(
-            TokenContexts(source, tokenizer, ctx_len=ctx_len, text_field=text_field, seed=seed)
-        )
-    if isinstance(source, Tensor):
-        return iter(source if source.dim() == 2 else source[None])
-    it = iter(source)
-    first = next(it, None)
-    if first is None:
-        return iter(())
-    rest = itertools.chain([first], it)
-    if isinstance(first, Tensor):  # token contexts already
-        return rest
-    return _pack(rest, tokenizer, ctx_len)
-
-
-def _pack(texts: Iterable[str], tokenizer, ctx_len: int) -> Iterator[Tensor]:
-    buffer: list[int] = []
-    for text in texts:
-        buffer += tokenizer(text, add_special_tokens=False)["input_ids"]
-        if tokenizer.eos_token_id is not None:
-            buffer.append(tokenizer.eos_token_id)
-        while len(buffer) >= ctx_len:
-            yield torch.tensor(buffer[:ctx_len])
-            del buffer[:ctx_len]
-
-
 def sae_codes(lm: LoadedModel, sae: TopKSAE, source, n_tokens: int = 100_000, **options):
     """TopK codes of `n_tokens` tokens of `source` (a corpus path for steer.lm.data, a
     (B, T) tensor of token ids, an iterable of token contexts (T,) or of texts), in
@@ -153,7 +122,7 @@ def sae_codes_many(
         if use_amp
         else contextlib.nullcontext
     )
-    contexts = _contexts(source, lm.tokenizer, ctx_len, seed, text_field)
+    contexts = contexts_from(source, lm.tokenizer, ctx_len, seed, text_field)
     ids_parts: list[Tensor] = []
     codes_parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in saes]
     done = 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from textual import work
 from textual.content import Content
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
 
 
 def first_line(err: BaseException) -> str:
@@ -26,3 +28,32 @@ def deliver(screen: Screen, callback, *args) -> None:
 
 def error_text(err: BaseException) -> Content:
     return Content.assemble(("error: ", "bold $error"), first_line(err))
+
+
+class FetchingDialog(ModalScreen[None]):
+    """A dialog whose content the engine computes: `load()` runs in a thread worker (the
+    UI stays live while a generation holds the model), its result goes to `show`, an
+    error to `show_error` (one line in the body). Subclasses compose `self.body`."""
+
+    body: Static
+
+    def on_mount(self) -> None:
+        self.fetch()
+
+    def load(self):
+        raise NotImplementedError
+
+    def show(self, data) -> None:
+        raise NotImplementedError
+
+    @work(thread=True, exclusive=True, group="fetch", exit_on_error=False)
+    def fetch(self) -> None:
+        try:
+            data = self.load()
+        except Exception as err:  # noqa: BLE001 - shown in the dialog
+            deliver(self, self.show_error, err)
+            return
+        deliver(self, self.show, data)
+
+    def show_error(self, err: BaseException) -> None:
+        self.body.update(error_text(err))

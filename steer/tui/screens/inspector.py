@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ..widgets import heat
-from .common import deliver, error_text
+from .common import FetchingDialog
 
 
-class InspectorScreen(ModalScreen[None]):
+class InspectorScreen(FetchingDialog):
     """A feature's top contexts (activating tokens highlighted), logit lens, statistics."""
 
     BINDINGS = [
@@ -35,20 +33,8 @@ class InspectorScreen(ModalScreen[None]):
             self.body = Static("loading…", id="inspector-body")
             yield self.body
 
-    def on_mount(self) -> None:
-        self.fetch()
-
-    @work(thread=True, exclusive=True, group="inspect", exit_on_error=False)
-    def fetch(self) -> None:
-        try:
-            info = self.engine.inspect(self.latent)
-        except Exception as err:  # noqa: BLE001 - shown in the dialog
-            deliver(self, self.show_error, err)
-            return
-        deliver(self, self.show, info)
-
-    def show_error(self, err: BaseException) -> None:
-        self.body.update(error_text(err))
+    def load(self):
+        return self.engine.inspect(self.latent)
 
     def show(self, info) -> None:
         self.body.update(render_feature(info, self.engine.strength_unit))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ..widgets import heat
-from .common import deliver, error_text
+from .common import FetchingDialog
 
 
-class TokenViewScreen(ModalScreen[None]):
+class TokenViewScreen(FetchingDialog):
     """How strongly one feature fires on each token of the prompt and both completions."""
 
     BINDINGS = [
@@ -35,20 +33,8 @@ class TokenViewScreen(ModalScreen[None]):
             self.body = Static("computing…", id="tokens-body")
             yield self.body
 
-    def on_mount(self) -> None:
-        self.fetch()
-
-    @work(thread=True, exclusive=True, group="tokens", exit_on_error=False)
-    def fetch(self) -> None:
-        try:
-            view = self.engine.token_activations(self.latent)
-        except Exception as err:  # noqa: BLE001 - shown in the dialog
-            deliver(self, self.show_error, err)
-            return
-        deliver(self, self.show, view)
-
-    def show_error(self, err: BaseException) -> None:
-        self.body.update(error_text(err))
+    def load(self):
+        return self.engine.token_activations(self.latent)
 
     def show(self, view) -> None:
         box = self.box
