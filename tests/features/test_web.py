@@ -153,3 +153,13 @@ def test_cli_web_builds_stores_and_prints_a_branch(tmp_path, tiny_model_dir, tin
     assert result.exit_code == 0 and "#1" in result.stdout and "5-k1" in result.stdout
     result = runner.invoke(app, ["web", "--sae", str(tmp_path / "fam" / "5-k1"), "--branch", "7"])
     assert result.exit_code == 1 and result.stderr.startswith("error: --branch 7")
+
+
+def test_a_matryoshka_level_has_its_own_catalog_folder(tmp_path):
+    from steer.features.catalog import FeatureCatalog, catalog_dir
+
+    folder = tmp_path / "14-k2"
+    assert catalog_dir(f"{folder}@5") == folder / "catalog@5"
+    assert catalog_dir(folder) == folder / "catalog"
+    (folder / "catalog").mkdir(parents=True)  # the full SAE's catalog is not the level's
+    assert not FeatureCatalog.exists(f"{folder}@5")

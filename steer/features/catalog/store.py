@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sae import TopKSAE, atomic_write
+from sae.matryoshka import split_prefix
 from steer.steering import check_latent
 
 CATALOG_DIR = "catalog"
@@ -138,11 +139,15 @@ class FeatureEntry:
 
 # ---------------------------------------------------------------------- the catalog
 def catalog_dir(sae_dir: str | Path) -> Path:
-    return Path(sae_dir) / CATALOG_DIR
+    """`<sae>/catalog`; for level m of a Matryoshka SAE (`DIR@m`), `DIR/catalog@m`."""
+    folder, prefix = split_prefix(sae_dir)
+    return folder / (CATALOG_DIR if prefix is None else f"{CATALOG_DIR}@{prefix}")
 
 
 def _resolve(folder: str | Path) -> Path:
-    """A catalog folder, or an SAE folder holding one in catalog/."""
+    """A catalog folder, or an SAE folder holding one in catalog/ (DIR@m: catalog@m)."""
+    if split_prefix(folder)[1] is not None:
+        return catalog_dir(folder)
     folder = Path(folder)
     if not (folder / META_FILE).is_file() and (folder / CATALOG_DIR / META_FILE).is_file():
         return folder / CATALOG_DIR
@@ -349,7 +354,9 @@ class FeatureCatalog:
     def save(self, folder: str | Path) -> Path:
         """Write into `folder` (an SAE folder: into its catalog/). Returns the folder."""
         folder = Path(folder)
-        if (folder / "cfg.json").is_file() and (folder / "sae.safetensors").is_file():
+        if split_prefix(folder)[1] is not None:
+            folder = catalog_dir(folder)
+        elif (folder / "cfg.json").is_file() and (folder / "sae.safetensors").is_file():
             folder = folder / CATALOG_DIR
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous().cpu() for k, v in self.tensors.items()}
