@@ -25,9 +25,13 @@ from .options import (
 # ---------------------------------------------------------------------- the command
 @friendly_errors
 def generate(
-    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    sae: Path = typer.Option(None, "--sae", help=SAE_HELP + " Default: the one a --preset names."),
     prompt: str = typer.Option(
-        None, "--prompt", "-p", help="The prompt (wrapped in the chat template of instruct models)."
+        None,
+        "--prompt",
+        "-p",
+        help="The prompt (wrapped in the chat template of instruct models). Default: the "
+        "one a --preset records (a run exported by `steer history export`).",
     ),
     feature: list[str] = typer.Option(
         [],
@@ -85,15 +89,20 @@ def generate(
 
     check_seed(seed)
     check_out_file(save_preset, "--save-preset")
-    if prompt is None:
-        raise ValueError("give a prompt with --prompt")
-    if not prompt.strip():
-        raise ValueError("the prompt is empty")
     interventions, settings = [], GenerationSettings()
     if preset is not None:
         loaded = load_preset(preset)
         interventions = list(loaded.interventions)
         settings = loaded.settings or settings
+        prompt = prompt if prompt is not None else loaded.prompt
+        sae = sae if sae is not None else (Path(loaded.sae) if loaded.sae else None)
+        model = model if model is not None else loaded.model
+    if prompt is None:
+        raise ValueError("give a prompt with --prompt")
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if sae is None:
+        raise ValueError("give the SAE with --sae DIR")
     interventions += [parse_feature(spec, mode) for spec in feature]
     overrides = {
         "max_new_tokens": max_tokens,

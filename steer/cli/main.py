@@ -38,6 +38,7 @@ COMMANDS = [
     ("explain", "explain", "explain"),
     ("models", "models", "models"),
     ("web", "web", "web"),
+    ("history", "history", "history_app"),  # a group: steer history export / list
 ]
 
 for name, module_name, function_name in COMMANDS:
@@ -47,7 +48,11 @@ for name, module_name, function_name in COMMANDS:
         if err.name != f"steer.cli.{module_name}":
             raise
         continue  # command not built yet
-    app.command(name)(getattr(module, function_name))
+    command = getattr(module, function_name)
+    if isinstance(command, typer.Typer):
+        app.add_typer(command, name=name)
+    else:
+        app.command(name)(command)
 
 
 def main() -> None:

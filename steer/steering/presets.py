@@ -6,7 +6,8 @@
       "sae": "checkpoints/smollm2-l16-18k",          # optional: the SAE it was made for
       "interventions": [{"latent": 1234, "strength": 10.0, "mode": "clamp", "enabled": true}],
       "settings": {"max_new_tokens": 64, "temperature": 0.0, "positions": "all", ...},
-      "notes": ""
+      "notes": "",
+      "prompt": "...", "model": "..."                 # optional: what to replay
     }
 
 Shared by `steer generate --preset FILE` and the playground (steer chat).
@@ -34,6 +35,10 @@ class Preset:
     sae: str | None = None
     name: str = ""
     notes: str = ""
+    prompt: str | None = None
+    """A recorded run (steer chat's history) carries its prompt and model, so that
+    `steer generate --preset run.json` replays it with no other flag."""
+    model: str | None = None
 
     def to_dict(self) -> dict:
         out: dict = {"version": PRESET_VERSION, "name": self.name}
@@ -44,6 +49,9 @@ class Preset:
             out["settings"] = self.settings.to_dict()
         if self.notes:
             out["notes"] = self.notes
+        for key in ("prompt", "model"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
     @classmethod
@@ -70,7 +78,15 @@ class Preset:
             data.get("sae") or None,
             str(data.get("name", "")),
             str(data.get("notes", "")),
+            _text_or_none(data.get("prompt"), "prompt", source),
+            _text_or_none(data.get("model"), "model", source),
         )
+
+
+def _text_or_none(value, key: str, source: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{source}: {key!r} must be text")
 
 
 def save_preset(

@@ -33,6 +33,7 @@ from textual.worker import get_current_worker
 
 from .errors import ErrorContainment
 from .palette import CheckpointCommands, FeatureCommands, PresetCommands, SafePalette
+from .record import SessionKeeping
 from .screens import (
     FindScreen,
     HelpScreen,
@@ -79,7 +80,7 @@ class LoadFinished(Message):
         self.fatal = fatal
 
 
-class PlaygroundApp(ErrorContainment, App):
+class PlaygroundApp(ErrorContainment, SessionKeeping, App):
     """Baseline and steered completions side by side, features on sliders."""
 
     CSS_PATH = "steer.tcss"
@@ -98,6 +99,9 @@ class PlaygroundApp(ErrorContainment, App):
         Binding("ctrl+b", "web", "Feature web", id="web", show=False),
         Binding("ctrl+l", "new_chat", "New chat", id="new-chat", show=False),
         Binding("ctrl+n", "toggle_chat", "Chat / completion", id="toggle-chat", show=False),
+        Binding("f6", "history", "Runs", id="history", show=False),
+        Binding("f7", "previous_run", "Previous run", id="previous-run", show=False),
+        Binding("f8", "next_run", "Next run", id="next-run", show=False),
     ]
 
     generating: reactive[bool] = reactive(False)
@@ -108,8 +112,12 @@ class PlaygroundApp(ErrorContainment, App):
         model: str | None = None,
         sae_path: str | Path | None = None,
         auto_regenerate: bool = False,
+        session_path: str | Path | None = None,
+        session=None,
+        session_notes=(),
     ) -> None:
         super().__init__()
+        self.keep_session(session_path, session, session_notes)  # steer.tui.record
         if engine is None:
             from steer.app.engine import PlaygroundEngine
 
@@ -190,6 +198,7 @@ class PlaygroundApp(ErrorContainment, App):
             self.notify(notice, timeout=8)
         self.refresh_all()
         self.prompt_box.focus()
+        self.start_session()
 
     # ------------------------------------------------------------ views
     def refresh_all(self) -> None:
@@ -304,6 +313,7 @@ class PlaygroundApp(ErrorContainment, App):
         self.texts = ["", ""]
         self.status_text = ["generating…", "generating…" if self.engine.has_sae else ""]
         self.generating = True
+        self.run_started()
         self.refresh_panes()
         self.generate_worker(prompt, self.gen_id)
 
@@ -341,6 +351,7 @@ class PlaygroundApp(ErrorContainment, App):
         if message.gen_id != self.gen_id:
             return
         self.generating = False
+        self.run_ended()
         counts = self.engine.last.token_ids if self.engine.last is not None else []
         for row in range(2):
             if row == 1 and not self.engine.has_sae:
@@ -457,6 +468,8 @@ class PlaygroundApp(ErrorContainment, App):
 
     def on_feature_row_request(self, message: FeatureRow.Request) -> None:
         latent, what = message.latent, message.what
+        if self.engine.feature(latent) is None:
+            return  # a row already removed (a second key before it left the screen)
         if what == "toggle":
             self.attempt(self.engine.toggle, latent)
         elif what == "mode":
@@ -567,6 +580,12 @@ class PlaygroundApp(ErrorContainment, App):
             "Why this token?",
             "the features that caused a token of either completion (ctrl+y)",
             self.action_why,
+        )
+        yield SystemCommand(
+            "Run history", "earlier runs: show, bring back, export (f6)", self.action_history
+        )
+        yield SystemCommand(
+            "Export run history", "JSON and Markdown of every run", self.export_runs
         )
         yield SystemCommand("Help: every key", "the playground's keys (F1)", self.action_help)
 

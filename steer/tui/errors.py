@@ -112,10 +112,6 @@ class ErrorContainment(_Guarded):
         except Exception:  # noqa: BLE001 - the notification is a courtesy
             pass
 
-    def save_before_exit(self) -> str | None:
-        """Overridden where a session is kept: save it now, return where it is."""
-        return None
-
     def _handle_exception(self, error: Exception) -> None:
         if isinstance(error, WorkerFailed):
             self.contain_error(error.error, "worker")
@@ -131,7 +127,9 @@ class ErrorContainment(_Guarded):
         except OSError:
             log_note = "the error log could not be written"
         try:
-            saved = self.save_before_exit()
+            # SessionKeeping (steer.tui.record) saves the session and says where.
+            save = getattr(self, "save_before_exit", None)
+            saved = save() if save is not None else None
         except Exception:  # noqa: BLE001 - we are leaving anyway
             saved = None
         session_note = f"session saved: {saved}" if saved else "the session could not be saved"
@@ -144,3 +142,16 @@ class ErrorContainment(_Guarded):
             self._exception = error
             self._exception_event.set()
         self._close_messages_no_wait()
+
+
+class Dialog(Contained):
+    """Mixin for our modal screens: contained errors, and a dismiss that happens once.
+
+    Two quick enters (or enter then escape) each dismissed the screen: the second popped
+    whatever screen lay beneath, and with only the main screen left Textual raised
+    ScreenStackError and ended the app."""
+
+    def dismiss(self, result=None):
+        if not self.is_current:
+            return None  # already dismissed: the key came before the screen left
+        return super().dismiss(result)

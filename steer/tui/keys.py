@@ -23,6 +23,8 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("ctrl+l", "new chat: clear the history and the panes"),
             ("ctrl+n", "switch chat mode / plain completion (instruct models)"),
             ("ctrl+p", "command palette: features, presets, checkpoints, actions"),
+            ("f6", "run history: show a run, bring back its levers (r), export (e)"),
+            ("f7 / f8", "show the previous / next run in the panes"),
             ("tab / shift+tab", "move focus: features, prompt, panes"),
             ("f1 / ?", "this help"),
             ("ctrl+q", "quit"),

@@ -10,6 +10,8 @@ from textual.widgets import OptionList
 
 from steer.app.query import feature_number
 
+from .errors import Dialog
+
 
 def pages_ready(option_list: OptionList) -> bool:
     """Whether `option_list` can move by a page.
@@ -36,8 +38,10 @@ class SafeOptionList(OptionList):
             self.action_cursor_up()
 
 
-class SafePalette(CommandPalette):
-    """Textual's command palette, with PageUp/PageDown safe before its list is laid out."""
+class SafePalette(Dialog, CommandPalette):
+    """Textual's command palette, with PageUp/PageDown safe before its list is laid out,
+    dismissed once (escape, then a selection already on its way, dismissed the screen
+    beneath), and its errors contained."""
 
     def _action_command_list(self, action: str) -> None:
         if action in ("page_up", "page_down") and not pages_ready(self.query_one(CommandList)):

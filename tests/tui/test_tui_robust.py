@@ -89,7 +89,7 @@ async def test_an_error_that_cannot_be_contained_exits_with_one_line(tmp_path, m
         raise RuntimeError("inside Textual's own widget")
 
     monkeypatch.setattr(Input, "_on_key", broken_key)
-    app = PlaygroundApp(make_engine(tmp_path))
+    app = PlaygroundApp(make_engine(tmp_path), session_path=tmp_path / "session.json")
     app.errors_log = tmp_path / "errors.log"
     with pytest.raises(RuntimeError, match="own widget"):
         async with app.run_test(size=SIZE) as pilot:
@@ -98,6 +98,7 @@ async def test_an_error_that_cannot_be_contained_exits_with_one_line(tmp_path, m
     assert app.return_code == 1
     message = app.crash_message
     assert "\n" not in message and str(app.errors_log) in message
+    assert f"session saved: {tmp_path / 'session.json'}" in message
     assert "inside Textual's own widget" in app.errors_log.read_text()
 
 
@@ -117,3 +118,28 @@ def test_chat_command_exits_non_zero_with_the_crash_line(monkeypatch, tmp_path):
     assert (
         result.output.strip() == "steer chat stopped after an error ...; log: X; session saved: Y"
     )
+
+
+def test_chat_reopens_the_last_session_or_starts_fresh(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from steer.app.session import Session, save_session
+    from steer.cli.main import app as cli
+
+    sae = tmp_path / "sae"
+    sae.mkdir()
+    path = save_session(tmp_path / "s.json", Session(model="tiny", sae=str(sae), prompt="hi"))
+    seen = {}
+
+    def run(self):
+        seen.update(model=self.model_arg, sae=self.sae_arg, session=self.session)
+
+    monkeypatch.setattr(PlaygroundApp, "run", run)
+    result = CliRunner().invoke(cli, ["chat", "--session", str(path)])
+    assert result.exit_code == 0, result.output
+    assert seen["model"] == "tiny" and seen["sae"] == sae and seen["session"].prompt == "hi"
+
+    result = CliRunner().invoke(cli, ["chat", "--session", str(path), "--new"])
+    assert result.exit_code == 0 and seen["session"] is None
+    (kept,) = (tmp_path / "sessions").iterdir()  # the old session is kept, not lost
+    assert "s-" in kept.name and not path.exists()

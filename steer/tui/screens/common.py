@@ -7,6 +7,8 @@ from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
+from ..errors import Dialog
+
 
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
@@ -30,7 +32,7 @@ def error_text(err: BaseException) -> Content:
     return Content.assemble(("error: ", "bold $error"), first_line(err))
 
 
-class FetchingDialog(ModalScreen[None]):
+class FetchingDialog(Dialog, ModalScreen[None]):
     """A dialog whose content the engine computes: `load()` runs in a thread worker (the
     UI stays live while a generation holds the model), its result goes to `show`, an
     error to `show_error` (one line in the body). Subclasses compose `self.body`."""

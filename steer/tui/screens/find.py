@@ -14,11 +14,13 @@ from textual.worker import get_current_worker
 
 from steer.app.query import feature_number
 
+from ..errors import Dialog
+from ..palette import SafeOptionList
 from .common import deliver, first_line
 from .inspector import InspectorScreen
 
 
-class FindScreen(ModalScreen[None]):
+class FindScreen(Dialog, ModalScreen[None]):
     """Type text: the features firing on it, and the features whose labels match it."""
 
     BINDINGS = [
@@ -43,7 +45,7 @@ class FindScreen(ModalScreen[None]):
                 placeholder="text the feature should fire on, a label word, or #123",
                 id="find-input",
             )
-            self.results = OptionList(id="find-results")
+            self.results = SafeOptionList(id="find-results")
             self.status = Static("", id="find-status")
             yield self.results
             yield self.status

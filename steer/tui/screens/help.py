@@ -10,10 +10,11 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..errors import Dialog
 from ..keys import HELP, MODES_HELP
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog, ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,f1,question_mark", "dismiss", "Close", show=False),
     ]

@@ -9,8 +9,10 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import ProgressBar, Static
 
+from ..errors import Contained
 
-class LoadingScreen(Screen):
+
+class LoadingScreen(Contained, Screen):
     """Shown while the model, the SAE and its catalog load (in a worker thread)."""
 
     BINDINGS = [Binding("q", "app.quit", "Quit", show=False)]

@@ -13,8 +13,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from ..errors import Dialog
+from ..palette import SafeOptionList
 
-class PresetsScreen(ModalScreen[tuple[str, str] | None]):
+
+class PresetsScreen(Dialog, ModalScreen[tuple[str, str] | None]):
     """Save the active feature set under a name, or load a saved one.
 
     Dismissed with ("save", name_or_path), ("load", path) or None.
@@ -43,7 +46,7 @@ class PresetsScreen(ModalScreen[tuple[str, str] | None]):
             yield Label(
                 Content.styled("To load a file from elsewhere, type load:PATH above.", "dim")
             )
-            self.preset_list = OptionList(
+            self.preset_list = SafeOptionList(
                 *[Option(p.stem, id=str(p)) for p in self.presets], id="preset-list"
             )
             yield self.preset_list

@@ -10,8 +10,10 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
+from ..errors import Dialog
 
-class SettingsScreen(ModalScreen[dict | None]):
+
+class SettingsScreen(Dialog, ModalScreen[dict | None]):
     """Generation settings; dismissed with the changes (validated by the engine) or None."""
 
     BINDINGS = [

@@ -10,10 +10,11 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static, Tree
 
+from ..errors import Dialog
 from .inspector import InspectorScreen
 
 
-class WebScreen(ModalScreen[None]):
+class WebScreen(Dialog, ModalScreen[None]):
     """Walk the web (steer.app.web.WebView): expand a node to see its children; enter or `a`
     makes it a lever, `i` inspects it; type a label word or #id to jump into the tree."""
 

@@ -18,6 +18,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..errors import Dialog
 from ..widgets import visible_token
 from .common import deliver, error_text
 
@@ -25,7 +26,7 @@ PANES = ("Baseline", "Steered")
 BAR = 14  # characters of the longest bar
 
 
-class WhyScreen(ModalScreen[int | None]):
+class WhyScreen(Dialog, ModalScreen[int | None]):
     """Dismissed with a latent to ablate (and regenerate), or None."""
 
     BINDINGS = [
