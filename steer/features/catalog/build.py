@@ -77,6 +77,28 @@ class _TopContexts:
         self.values, self.tokens, self.acts = top_vals, tokens, new_acts
 
 
+class _Statistics:
+    """Per-latent running statistics over the indexed tokens, and the top contexts."""
+
+    def __init__(self, n: int, n_contexts: int, window: tuple[int, int]):
+        self.count = torch.zeros(n, dtype=torch.float64)  # tokens fired on
+        self.total = torch.zeros(n, dtype=torch.float64)  # sum of activations when fired
+        self.max_act = torch.zeros(n)
+        self.top = _TopContexts(n, n_contexts, *window)
+        self.seen = 0  # tokens counted (the skipped first positions are not)
+
+    def add(self, ids: Tensor, acts: Tensor, idx: Tensor, skip: int) -> None:
+        """ids (B, T); acts, idx (B*(T - skip), k) codes of positions skip..T-1."""
+        B, T = ids.shape
+        n = self.count.numel()
+        fired = acts > 0
+        self.count += torch.bincount(idx[fired], minlength=n)
+        self.total += torch.bincount(idx[fired], weights=acts[fired].double(), minlength=n)
+        self.max_act = self.max_act.scatter_reduce(0, idx.flatten(), acts.flatten(), "amax")
+        self.top.update(ids, acts.view(B, T - skip, -1), idx.view(B, T - skip, -1), skip)
+        self.seen += B * (T - skip)
+
+
 @torch.inference_mode()
 def build_catalog(
     lm: LoadedModel,
@@ -110,12 +132,8 @@ def build_catalog(
         if use_autocast
         else contextlib.nullcontext
     )
-    count = torch.zeros(n, dtype=torch.float64)
-    total = torch.zeros(n, dtype=torch.float64)
-    max_act = torch.zeros(n)
-    top = _TopContexts(n, n_contexts, *window)
-    seen = 0  # tokens counted in the statistics
-    done = 0  # tokens read
+    stats = _Statistics(n, n_contexts, window)
+    done = T = 0  # tokens read; context length
     contexts = contexts_from(source, lm.tokenizer, ctx_len, seed, text_field)
     while done < n_tokens:
         wanted = min(batch_size, -(-(n_tokens - done) // ctx_len))  # do not overshoot n_tokens
@@ -131,31 +149,42 @@ def build_catalog(
         with amp():
             resid = lm.residual(ids.to(dev), layer)[:, skip_first:]  # (B, Tm, d)
             acts, idx = sae.encode(resid.reshape(-1, d).to(sae.device))  # (B*Tm, k)
-        acts, idx = acts.float().cpu(), idx.cpu()
-        fired = acts > 0
-        count += torch.bincount(idx[fired], minlength=n)
-        total += torch.bincount(idx[fired], weights=acts[fired].double(), minlength=n)
-        max_act = max_act.scatter_reduce(0, idx.flatten(), acts.flatten(), "amax")
-        top.update(
-            ids, acts.view(B, T - skip_first, -1), idx.view(B, T - skip_first, -1), skip_first
-        )
-        seen += B * (T - skip_first)
+        stats.add(ids, acts.float().cpu(), idx.cpu(), skip_first)
         done += B * T
         if progress is not None:
             progress(min(done, n_tokens), n_tokens)
-    if seen == 0:
+    if stats.seen == 0:
         raise ValueError("the corpus gave no tokens to index")
-
     lens_top, lens_bottom = logit_lens(
         lm, sae.decoder_directions(torch.arange(n)), n_logit, fast=use_autocast
     )
-    # Compact vocabulary: only the token strings the catalog uses are stored.
+    meta = {
+        "model": lm.name,
+        "hookpoint": sae.cfg.hookpoint,
+        "n_latents": n,
+        "n_tokens": stats.seen,
+        "ctx_len": T,
+        "window": list(window),
+        "skip_first": skip_first,
+        "sae_fingerprint": sae_fingerprint(sae),
+        "logit_lens": "W_U (norm weight ⊙ centered(W_dec[i])): no norm bias, no RMS division",
+        "corpus": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+    }
+    return _assemble(stats, lens_top, lens_bottom, lm.tokenizer, window[0], meta)
+
+
+def _assemble(
+    stats: _Statistics, lens_top: Tensor, lens_bottom: Tensor, tokenizer, before: int, meta: dict
+) -> FeatureCatalog:
+    """The catalog's tensors and labels, over a compact vocabulary: only the token strings
+    the catalog uses are stored, and token ids are renumbered into them."""
+    top = stats.top
     used = torch.unique(
         torch.cat([top.tokens[top.tokens >= 0].long(), lens_top.flatten(), lens_bottom.flatten()])
     )
     remap = torch.full((int(used.max()) + 1 if used.numel() else 1,), -1, dtype=torch.int32)
     remap[used] = torch.arange(used.numel(), dtype=torch.int32)
-    pieces = [b.decode("latin-1") for b in token_bytes(lm.tokenizer, used.tolist())]
+    pieces = [b.decode("latin-1") for b in token_bytes(tokenizer, used.tolist())]
     texts = [b.encode("latin-1").decode("utf-8", "replace") for b in pieces]
 
     def compact(t: Tensor) -> Tensor:
@@ -168,13 +197,32 @@ def build_catalog(
         compact(lens_top),
         compact(lens_bottom),
     )
+    labels = _labels(
+        ctx_tokens[:, :, before], top.values, lens_top_c[:, :3], stats.count > 0, texts
+    )
+    tensors = {
+        "frequency": (stats.count / stats.seen).float(),
+        "mean_act": (stats.total / stats.count.clamp(min=1)).float(),
+        "max_act": stats.max_act,
+        "ctx_values": top.values.clamp(min=0),
+        "ctx_tokens": ctx_tokens,
+        "ctx_acts": top.acts.clamp(-F16_MAX, F16_MAX).half(),
+        "lens_top": lens_top_c,
+        "lens_bottom": lens_bottom_c,
+    }
+    return FeatureCatalog(tensors, labels, pieces, meta)
+
+
+def _labels(
+    peak_ids: Tensor, values: Tensor, lens_ids: Tensor, fired: Tensor, texts: list[str]
+) -> list[str]:
+    """make_label for every latent: peak_ids (n, C) compact ids of each top context's max
+    token, values (n, C) their activations, lens_ids (n, 3) top logit-lens ids."""
+    peak_ids, values, lens_ids, fired = (
+        peak_ids.tolist(), values.tolist(), lens_ids.tolist(), fired.tolist()
+    )  # fmt: skip
     labels = []
-    before = window[0]
-    peak_ids = ctx_tokens[:, :, before].tolist()
-    values = top.values.tolist()
-    lens_ids = lens_top_c[:, :3].tolist()
-    fired_any = (count > 0).tolist()
-    for i in range(n):
+    for i in range(len(peak_ids)):
         peaks = [
             (texts[t], v) for t, v in zip(peak_ids[i], values[i], strict=True) if v > 0 and t >= 0
         ]
@@ -183,30 +231,7 @@ def build_catalog(
                 [p for p, _ in peaks],
                 [v for _, v in peaks],
                 [texts[t] for t in lens_ids[i]],
-                fired_any[i],
+                fired[i],
             )
         )
-
-    tensors = {
-        "frequency": (count / seen).float(),
-        "mean_act": (total / count.clamp(min=1)).float(),
-        "max_act": max_act,
-        "ctx_values": top.values.clamp(min=0),
-        "ctx_tokens": ctx_tokens,
-        "ctx_acts": top.acts.clamp(-F16_MAX, F16_MAX).half(),
-        "lens_top": lens_top_c,
-        "lens_bottom": lens_bottom_c,
-    }
-    meta = {
-        "model": lm.name,
-        "hookpoint": sae.cfg.hookpoint,
-        "n_latents": n,
-        "n_tokens": seen,
-        "ctx_len": T,
-        "window": list(window),
-        "skip_first": skip_first,
-        "sae_fingerprint": sae_fingerprint(sae),
-        "logit_lens": "W_U (norm weight ⊙ centered(W_dec[i])): no norm bias, no RMS division",
-        "corpus": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-    }
-    return FeatureCatalog(tensors, labels, pieces, meta)
+    return labels
