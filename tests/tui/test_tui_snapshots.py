@@ -150,7 +150,9 @@ def make_app(engine: FakeEngine | None = None, features: bool = True):
 
 
 async def generate(pilot, prompt: str = "Tell me about the Golden Gate Bridge.") -> None:
-    pilot.app.query_one("#prompt").value = prompt
+    box = pilot.app.query_one("#prompt")
+    box.cursor_blink = False  # a blinking cursor makes the picture depend on how long the run took
+    box.value = prompt
     await pilot.press("enter")
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
