@@ -43,10 +43,26 @@ class SafePalette(Dialog, CommandPalette):
     dismissed once (escape, then a selection already on its way, dismissed the screen
     beneath), and its errors contained."""
 
+    def _composed(self) -> bool:
+        """False for a key that arrives before the palette has built its list."""
+        return bool(self.query(CommandList))
+
     def _action_command_list(self, action: str) -> None:
+        if not self._composed():
+            return
         if action in ("page_up", "page_down") and not pages_ready(self.query_one(CommandList)):
             action = "cursor_down" if action == "page_down" else "cursor_up"
         super()._action_command_list(action)
+
+    def _action_cursor_down(self) -> None:
+        if self._composed():
+            super()._action_cursor_down()
+
+    def _watch__list_visible(self) -> None:
+        # Results can arrive from the search worker while the palette is being taken
+        # down (escape), its list already gone: Textual's watcher then raised NoMatches.
+        if self._composed():
+            super()._watch__list_visible()
 
 
 class FeatureCommands(Provider):
