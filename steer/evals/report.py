@@ -1,8 +1,9 @@
 """`steer report`: a sweep's SAEs as the paper's figures and fits, in markdown + PNGs.
 
 Rows come from every SAE folder under the run folders given: the training metrics in its
-cfg.json, replaced by held-out metrics where the run folder holds `eval.json` (written by
-`steer eval --sae RUN --json [--probes --n2g --ablation] > RUN/eval.json`).
+cfg.json, replaced by held-out metrics where the run folder holds `eval*.json` files
+(written by `steer eval --sae RUN --json [--probes --n2g --ablation] > RUN/eval.json`;
+several files merge, e.g. one per SAE for the costly metrics).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ def load_rows(run_dirs: list[Path]) -> list[dict]:
         run = Path(run)
         if not run.is_dir():
             raise ValueError(f"no run folder {run}")
-        evals = {}
-        if (run / "eval.json").is_file():
+        evals: dict = {}
+        for path in sorted(run.glob("eval*.json")):  # eval.json, then e.g. eval-quality.json
             try:
-                evals = json.loads((run / "eval.json").read_text())
-            except json.JSONDecodeError as err:
-                raise ValueError(f"cannot read {run / 'eval.json'}: {err}") from None
+                for name, metrics in json.loads(path.read_text()).items():
+                    evals.setdefault(name, {}).update(metrics)
+            except (json.JSONDecodeError, AttributeError) as err:
+                raise ValueError(f"cannot read {path}: {err}") from None
         for cfg_path in sorted(run.glob("*/cfg.json")):
             cfg = json.loads(cfg_path.read_text())
             extra = cfg.get("extra", {})
@@ -42,9 +44,9 @@ def load_rows(run_dirs: list[Path]) -> list[dict]:
                 "n_latents": int(cfg["n_latents"]),
                 "k": int(cfg.get("k", 0)),
                 "coeff": extra.get("sparsity_coeff"),
-                "source": "eval" if name in evals else "train",
+                "source": "eval" if "fvu" in evals.get(name, {}) else "train",
             }
-            metrics = evals.get(name) or extra.get("metrics", {})
+            metrics = {**extra.get("metrics", {}), **evals.get(name, {})}
             row.update({m: metrics[m] for m in METRICS if metrics.get(m) is not None})
             rows.append(row)
     if not rows:
