@@ -28,6 +28,8 @@ def load_rows(run_dirs: list[Path]) -> list[dict]:
             raise ValueError(f"no run folder {run}")
         evals: dict = {}
         for path in sorted(run.glob("eval*.json")):  # eval.json, then e.g. eval-quality.json
+            if path.stat().st_size == 0:
+                continue  # an eval still writing its output (steer eval ... > eval.json)
             try:
                 for name, metrics in json.loads(path.read_text()).items():
                     evals.setdefault(name, {}).update(metrics)
