@@ -20,8 +20,9 @@ $STEER train --activations "$CACHE" --widths 2x --arch batchtopk,relu,jumprelu \
   --batch-tokens 2048 --optimizer signum --out "$RUNS/baselines" --device cpu
 # Reconstruction and downstream loss of every SAE on held-out text.
 $STEER eval --sae "$RUNS/topk" --tokens 4k --device cpu --json > "$RUNS/topk/eval.json"
-$STEER eval --sae "$RUNS/baselines" --tokens 4k --device cpu --json > "$RUNS/baselines/eval.json"
-# The costly feature-quality metrics on the k=32 TopK SAEs, one width at a time.
+$STEER eval --sae "$RUNS/baselines" --tokens 1k --device cpu --json > "$RUNS/baselines/eval.json"
+# The costly feature-quality metrics on the k=32 TopK SAEs, one width at a time (not run
+# for docs/REPRODUCTION.md: no time left on the busy machine).
 for n in 576 1152 2304 4608; do
   $STEER eval --sae "$RUNS/topk/$n-k32" --tokens 1k --device cpu --json \
     --probes --n2g --n2g-tokens 8k --ablation \
