@@ -76,6 +76,7 @@ class PlaygroundEngine:
         self.settings = settings or GenerationSettings()
         self.presets_dir = Path(presets_dir) if presets_dir else default_presets_dir()
         self.features: list[Intervention] = []
+        self.removed: list[tuple[int, Intervention]] = []  # (position, feature): undo stack
         self.history: list[Turn] = []
         self.last: Generation | None = None
         self.notices: list[str] = []  # things the UI should tell the user after loading
@@ -147,7 +148,7 @@ class PlaygroundEngine:
             notices.append(f"feature catalog unreadable ({err}); strengths are raw units")
         with self._lock:
             self.sae, self.catalog, self.sae_path = sae, catalog, folder
-            self.features = []
+            self.features, self.removed = [], []  # latents of another SAE mean nothing here
             self.last = None
         self.notices = [n for n in self.notices if not n.startswith("no SAE loaded")] + notices
 
@@ -362,7 +363,19 @@ class PlaygroundEngine:
         return found
 
     def remove_feature(self, latent: int) -> None:
-        self.features.remove(self._get(latent))
+        feature = self._get(latent)
+        self.removed.append((self.features.index(feature), feature))
+        self.features.remove(feature)
+
+    def undo_remove(self) -> Intervention:
+        """Bring back the last removed feature, where it was, as it was (strength, mode,
+        muted or not). ValueError when there is nothing to bring back."""
+        while self.removed:
+            position, feature = self.removed.pop()
+            if self.feature(feature.latent) is None:  # not added again since
+                self.features.insert(min(position, len(self.features)), feature)
+                return feature
+        raise ValueError("no removed feature to bring back")
 
     def set_strength(self, latent: int, value: float) -> Intervention:
         lo_hi = self.slider_steps()[2]

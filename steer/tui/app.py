@@ -8,6 +8,7 @@ Layout (120×40; 80×24 works the same, narrower):
     │ clamp ──●── 10 ││ completion        ││ steered completion│
     └────────────────┘└───────────────────┘└───────────────────┘
     [ prompt input ]
+    where typing goes (the prompt, or a focused feature's strength)
     footer: main keys (F1 lists all)
 
 Generation runs in a thread worker (group "generate", exclusive: a new one cancels the
@@ -46,7 +47,7 @@ from .screens import (
     WhyScreen,
     first_line,
 )
-from .widgets import CompletionPane, FeaturePanel, FeatureRow, Slider
+from .widgets import CompletionPane, FeaturePanel, FeatureRow, PromptInput, Slider
 
 AUTO_REGENERATE_DELAY = 0.6  # seconds of slider stillness before an automatic regenerate
 
@@ -80,6 +81,13 @@ class LoadFinished(Message):
         self.fatal = fatal
 
 
+TYPING_HINT = Content.styled(
+    "typing → the prompt · on a feature: digits set its strength, ←/→ nudge, "
+    "ctrl+d mute, ctrl+e mode, del remove, ctrl+z undo",
+    "dim",
+)
+
+
 class PlaygroundApp(ErrorContainment, SessionKeeping, App):
     """Baseline and steered completions side by side, features on sliders."""
 
@@ -102,6 +110,7 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
         Binding("f6", "history", "Runs", id="history", show=False),
         Binding("f7", "previous_run", "Previous run", id="previous-run", show=False),
         Binding("f8", "next_run", "Next run", id="next-run", show=False),
+        Binding("ctrl+z", "undo_remove", "Undo remove", id="undo", show=False),
     ]
 
     generating: reactive[bool] = reactive(False)
@@ -139,12 +148,15 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
         self.status_line = Static("", id="status")
         self.feature_panel = FeaturePanel(id="features")
         self.panes = (CompletionPane(id="baseline"), CompletionPane(id="steered"))
-        self.prompt_box = Input(placeholder="Type a prompt, enter generates", id="prompt")
+        self.prompt_box = PromptInput(placeholder="Type a prompt, enter generates", id="prompt")
         yield self.status_line
         with Horizontal(id="main"):
             yield self.feature_panel
             yield from self.panes
         yield self.prompt_box
+        # Where typing goes, always true (the feature panel takes no unmodified letters),
+        # so it never depends on which widget has focus.
+        yield Static(TYPING_HINT, id="typing")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -440,6 +452,20 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
                 timeout=3,
             )
         self.call_after_refresh(self.focus_feature, latent)
+
+    def on_slider_typed_text(self, message: Slider.TypedText) -> None:
+        """Text typed on the feature panel is the start of a prompt: it goes there."""
+        self.query_one("#prompt", PromptInput).take_text(message.text)
+
+    def action_undo_remove(self) -> None:
+        feature = self.attempt(self.engine.undo_remove)
+        if feature is None:
+            return
+        self.refresh_features()
+        self.refresh_panes()
+        self.notify(f"brought back #{feature.latent}", timeout=3)
+        self.call_after_refresh(self.focus_feature, feature.latent)
+        self.schedule_auto_regenerate()
 
     def focus_feature(self, latent: int) -> None:
         row = self.feature_panel.row(latent)

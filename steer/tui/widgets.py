@@ -14,7 +14,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from .errors import Contained
 
@@ -35,6 +35,16 @@ class Slider(Contained, Widget, can_focus=True):
     ]
 
     value: reactive[float] = reactive(0.0, init=False)
+
+    class TypedText(Message):
+        """A printable key that is not a strength (a letter, space, punctuation): text
+        meant for the prompt. The panel takes no unmodified letters, so a prompt typed
+        while a slider has focus cannot mute, remove or change a feature."""
+
+        def __init__(self, slider: Slider, text: str) -> None:
+            super().__init__()
+            self.slider = slider
+            self.text = text
 
     class Changed(Message):
         """The slider's value changed (by key, typed number or reset)."""
@@ -116,6 +126,8 @@ class Slider(Contained, Widget, can_focus=True):
             self.reset()
         elif char is not None and (char in TYPABLE or char == "-"):
             self.typed = char
+        elif event.is_printable and char:
+            self.post_message(self.TypedText(self, char))
         else:
             return
         event.stop()
@@ -162,12 +174,12 @@ class Slider(Contained, Widget, can_focus=True):
 class FeatureRow(Contained, Vertical):
     """One active feature: a header (on/off, index, label) and a mode + strength slider."""
 
+    # No unmodified letters or space: text typed here goes to the prompt (Slider.TypedText).
     BINDINGS = [
-        Binding("space", "request('toggle')", "Mute / unmute", show=False),
-        Binding("m", "request('mode')", "Cycle mode", show=False),
-        Binding("i", "request('inspect')", "Inspect", show=False),
-        Binding("t", "request('tokens')", "Per-token view", show=False),
-        Binding("delete,x", "request('remove')", "Remove", show=False),
+        Binding("ctrl+d", "request('toggle')", "Mute / unmute", show=False),
+        Binding("ctrl+e", "request('mode')", "Cycle mode", show=False),
+        Binding("enter", "request('inspect')", "Inspect", show=False),
+        Binding("delete", "request('remove')", "Remove", show=False),
         Binding("up", "move(-1)", "Previous feature", show=False),
         Binding("down", "move(1)", "Next feature", show=False),
     ]
@@ -341,3 +353,22 @@ def heat(tokens: list[str], acts: list[float], scale: float, mark: int | None = 
             style += " bold underline"
         parts.append((text, style))
     return Content.assemble(*parts)
+
+
+class PromptInput(Input):
+    """The prompt box. Text typed on the feature panel is sent here (`take_text`); the
+    focus that follows must not select it all, as Input does on focus, or the next letter
+    would replace the ones before. Select-on-focus comes back when the box loses focus."""
+
+    def on_mount(self) -> None:
+        if self.app.is_headless:  # tests: a blinking cursor makes screenshots timing-dependent
+            self.cursor_blink = False
+
+    def take_text(self, text: str) -> None:
+        self.select_on_focus = False
+        self.focus()
+        self.insert_text_at_cursor(text)
+
+    def _on_blur(self, _event) -> None:
+        # Textual calls each class's own _on_blur: Input's runs as well.
+        self.select_on_focus = True

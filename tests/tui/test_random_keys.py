@@ -21,7 +21,7 @@ def anyio_backend():
 def test_the_key_pool_covers_every_screen():
     keys = set(all_binding_keys())
     # the app's, the find dialog's, the slider's, the palette's and Textual's Input's keys
-    assert {"ctrl+f", "f6", "f7", "a", "m", "x", "pagedown", "ctrl+k"} <= keys
+    assert {"ctrl+f", "f6", "f7", "a", "ctrl+e", "ctrl+d", "delete", "pagedown", "ctrl+k"} <= keys
     assert "ctrl+q" not in keys
 
 

@@ -37,10 +37,10 @@ async def test_session_is_saved_as_it_changes_and_reopened(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         app.add_feature(3)
         await pilot.pause()
-        await pilot.press(*"2.5", "enter", "m")  # strength 2.5 ×max, mode add
+        await pilot.press(*"2.5", "enter", "ctrl+e")  # strength 2.5 ×max, mode add
         app.add_feature(9)
         await pilot.pause()
-        await pilot.press("space")  # muted
+        await pilot.press("ctrl+d")  # muted
         app.query_one("#prompt").value = "Tell me about bridges"
         await pilot.press("ctrl+g")
         app.screen.query_one("#max_new_tokens").value = "5"

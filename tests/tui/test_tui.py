@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -89,7 +90,7 @@ async def test_find_add_move_slider_regenerate_changes_the_steered_pane(tmp_path
         slider = app.query_one(FeatureRow).slider
         assert app.focused is slider  # the new feature is ready for its slider
 
-        await pilot.press("m")  # clamp -> add
+        await pilot.press("ctrl+e")  # clamp -> add
         await pilot.press(*"60", "enter")  # exact value, in ×max units
         await pilot.press("right", "shift+right")  # fine +0.5, coarse +5
         feature = app.engine.feature(latent)
@@ -105,7 +106,7 @@ async def test_find_add_move_slider_regenerate_changes_the_steered_pane(tmp_path
 
         await pilot.press("0")  # reset
         assert app.engine.feature(latent).strength == 0
-        await pilot.press("space")  # mute
+        await pilot.press("ctrl+d")  # mute
         assert not app.engine.feature(latent).enabled
         assert app.query_one(FeatureRow).has_class("muted")
 
@@ -123,7 +124,7 @@ async def test_slider_typing_can_be_cancelled_and_needs_a_number(tmp_path):
         assert slider.value == 10
         await pilot.press("left")
         assert app.engine.feature(3).strength == 9.5
-        await pilot.press("x")  # remove
+        await pilot.press("delete")  # remove
         await pilot.pause()
         assert app.engine.features == [] and not app.query(FeatureRow)
 
@@ -190,7 +191,7 @@ async def test_help_inspector_and_per_token_view(tmp_path):
 
         app.add_feature(3)
         await pilot.pause()
-        await pilot.press("i")
+        await pilot.press("enter")
         assert isinstance(app.screen, InspectorScreen)
         await settle(pilot)
         body = str(app.screen.query_one("#inspector-body").render())
@@ -198,7 +199,7 @@ async def test_help_inspector_and_per_token_view(tmp_path):
         assert app.engine.label(3) in body
         await pilot.press("escape")
 
-        await pilot.press("t")  # nothing generated yet: a notification, no screen
+        await pilot.press("ctrl+t")  # nothing generated yet: a notification, no screen
         assert not isinstance(app.screen, TokenViewScreen)
         assert any("generate something first" in m for m in notifications(app))
         await submit(pilot)
@@ -424,3 +425,39 @@ async def test_explanations_show_in_find_inspector_panel_and_palette(tmp_path):
     text = str(render_feature(info, engine.strength_unit))
     assert "explained  zebra crossings  (tester · detection 0.90)" in text
     assert engine.search("zebra", limit=3)[0].explanation.startswith("zebra crossings")
+
+
+async def test_typing_after_adding_a_feature_goes_to_the_prompt(tmp_path):
+    """Focus stays on the new feature's slider; a sentence typed then (letters, spaces, an
+    `m` and an `x` among them) goes to the prompt and leaves the features as they were.
+    A removed feature comes back with ctrl+z; the line above the footer says where
+    typing goes."""
+    app = tiny_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+f")
+        await pilot.press(*"Golden Gate Bridge", "enter")
+        await settle(pilot)
+        await pilot.press("down", "enter")  # add the top result; its slider has focus
+        await settle(pilot)
+        assert isinstance(app.focused, Slider)
+        latent = app.engine.features[0].latent
+        before = [dataclasses.asdict(f) for f in app.engine.features]
+        assert "typing → the prompt" in str(app.query_one("#typing").render())
+
+        sentence = "make my mixed text, exactly as typed"
+        await pilot.press(*sentence)
+        assert app.query_one("#prompt").value == sentence
+        assert app.focused is app.query_one("#prompt")
+        assert [dataclasses.asdict(f) for f in app.engine.features] == before
+
+        app.focus_feature(latent)
+        await pilot.press("ctrl+d", "delete")  # mute, then remove
+        await pilot.pause()
+        assert app.engine.features == []
+        await pilot.press("ctrl+z")  # undo: back where it was, muted as it was
+        await pilot.pause()
+        (back,) = app.engine.features
+        assert back.latent == latent and not back.enabled
+        assert len(app.query(FeatureRow)) == 1
+        await pilot.press("ctrl+z")  # nothing left to undo: a notice, no crash
+        assert any("no removed feature" in m for m in notifications(app))

@@ -66,7 +66,7 @@ async def test_errors_in_actions_handlers_workers_and_timers_are_contained(tmp_p
         await pilot.press("f1")  # a binding's action
         app.add_feature(3)
         await pilot.pause()
-        await pilot.press("space")  # a message handled by the app (the row's request)
+        await pilot.press("ctrl+d")  # a message handled by the app (the row's request)
         app.run_worker(broken, thread=True)  # a worker with Textual's default exit_on_error
         app.set_timer(0.01, broken)
         await pilot.pause(0.1)

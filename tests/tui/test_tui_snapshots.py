@@ -196,7 +196,7 @@ def test_find_screen_with_results(snap_compare):
 def test_inspector(snap_compare):
     async def run_before(pilot):
         pilot.app.focus_feature(123)
-        await pilot.press("i")
+        await pilot.press("enter")
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
@@ -207,7 +207,7 @@ def test_token_view(snap_compare):
     async def run_before(pilot):
         await generate(pilot)
         pilot.app.focus_feature(123)
-        await pilot.press("t")
+        await pilot.press("ctrl+t")
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
