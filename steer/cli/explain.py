@@ -70,8 +70,10 @@ def explain(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """Explain features: N2G token patterns with precision and recall on held-out text
-    (--n2g), or an LM's explanations scored by detection (--explainer MODEL).
+    """Explain features: N2G patterns (--n2g) or an LM's explanations (--explainer MODEL), scored.
+
+    N2G: token patterns with precision and recall on held-out text. LM: explanations scored
+    by detection.
 
     Detection: the scorer sees the explanation and held-out windows of --corpus text, half
     where the feature fires and half where it is silent, and says yes or no to each; the

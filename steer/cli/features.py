@@ -59,8 +59,7 @@ def features(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Find features: those firing on a TEXT, a catalog --search, one feature's --id entry, or
-    the levers that steer --toward a concept.
+    """Find features: those firing on a TEXT, a --search, one --id, or levers --toward a concept.
 
     --id shows the feature's top activating contexts (activating tokens highlighted), its
     logit-lens tokens and statistics."""

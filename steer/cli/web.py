@@ -55,8 +55,9 @@ def web(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """Build the feature web of a family: every feature linked to its parent one level
-    narrower by decoder cosine and by co-activation, P(parent fires | child fires) on corpus
+    """Build the feature web of a family: each feature linked to its parent one level narrower.
+
+    Links by decoder cosine and by co-activation, P(parent fires | child fires) on corpus
     tokens. Stored as web.json in the SAE folder (beside catalog/); labels come from each
     level's catalog (steer index)."""
     from sae.matryoshka import split_prefix

@@ -20,7 +20,7 @@ def test_a_paris_feature_is_attributed_for_paris_after_the_eiffel_tower(one_thre
     target = resolve_target(lm.tokenizer, ids, target=" Paris")
     attr = attribute(lm, sae, ids, target)
     top = attr.top(10)
-    paris = [s for s in top if catalog.label(s.latent).startswith("Paris")]
+    paris = [s for s in top if "Paris" in catalog.label(s.latent)]
     assert paris, [(s.latent, catalog.label(s.latent)) for s in top]
     assert paris[0].score > 0  # it raises " Paris"
     (exact,) = ablation_effects(lm, sae, ids, target, [paris[0].latent])

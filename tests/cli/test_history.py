@@ -170,7 +170,7 @@ def test_a_chat_killed_with_sigkill_reopens_its_session(sae_dir, tiny_model_dir,
         first.type("#7", then=2.0)
         first.type("\r", then=1.0)  # "Add feature #7": its slider gets the focus
         first.type("25\r")  # strength 25 (raw units: this SAE has no catalog)
-        first.type("m")  # mode: add
+        first.type("\x05")  # ctrl+e: mode add (the panel takes no plain letters)
         want = [{"latent": 7, "strength": 25.0, "mode": "add", "enabled": True}]
         wait_for(
             lambda: (saved_json(session) or {}).get("features") == want,
