@@ -166,3 +166,13 @@ def write_saelens_sae(
     }
     (folder / "cfg.json").write_text(json.dumps(cfg, indent=2))
     return t
+
+
+# ---------------------------------------------------------------- the command line
+def invoke(*args):
+    """`steer ARGS` through typer's runner, exceptions not caught (a traceback fails the test)."""
+    from typer.testing import CliRunner
+
+    from steer.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -178,3 +178,16 @@ def tiny_model_dir(tmp_path_factory):
     make_tiny_model("llama").save_pretrained(path)
     _tiny_tokenizer().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def sae_dir(tiny_model_dir, tmp_path_factory):
+    """The planted SAE (latent 0 fires on " Bridge", tests/builders.py) for the tiny model,
+    saved on disk: what the CLI tests open with --sae. A module may define its own."""
+    from builders import planted_sae
+
+    sae = planted_sae(make_tiny_lm("llama"))
+    sae.cfg.model_name = str(tiny_model_dir)
+    folder = tmp_path_factory.mktemp("sae") / "tiny-l2"
+    sae.save(folder)
+    return folder

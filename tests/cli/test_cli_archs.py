@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders import TEXTS, planted_sae, write_saelens_sae
+from builders import TEXTS, invoke, planted_sae, write_saelens_sae
 from conftest import make_tiny_lm
-from typer.testing import CliRunner
 
 from sae import load_sae
-from steer.cli.main import app
 from steer.steering import Intervention
 from steer.steering.generate import GenerationSettings, generate_text
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 ARCHS = {"jumprelu": "jumprelu", "standard": "relu"}
 
@@ -29,10 +26,6 @@ def arch_dir(request, tiny_model_dir, tmp_path_factory):
         folder, request.param, planted_sae(make_tiny_lm("llama")), model_name=str(tiny_model_dir)
     )
     return folder
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.mark.parametrize("feature, rows", [("0=40:add", "add"), ("0=25", "clamp")])

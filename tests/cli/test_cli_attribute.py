@@ -4,30 +4,14 @@ import json
 
 import pytest
 import torch
-from builders import planted_sae
+from builders import invoke
 from conftest import make_tiny_lm
-from typer.testing import CliRunner
 
 from sae import TopKSAE
 from steer.attribution import ablation_effects, attribute, resolve_target
-from steer.cli.main import app
 from steer.steering import Intervention, SteeringHook
 
-runner = CliRunner()
 PROMPT = "The Golden Gate Bridge is a suspension bridge"
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def sae_dir(tiny_model_dir, tmp_path_factory):
-    sae = planted_sae(make_tiny_lm("llama"))  # latent 0 fires on " Bridge"
-    sae.cfg.model_name = str(tiny_model_dir)
-    folder = tmp_path_factory.mktemp("sae") / "tiny-l2"
-    sae.save(folder)
-    return folder
 
 
 def assert_one_line_error(result, message):

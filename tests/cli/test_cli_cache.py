@@ -5,16 +5,9 @@ import os
 import signal
 
 import torch
-from typer.testing import CliRunner
+from builders import invoke
 
 from sae import TopKSAE
-from steer.cli.main import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def cache_args(model_dir, corpus, out, tokens="3k"):

@@ -3,18 +3,10 @@
 import json
 
 import pytest
-from builders import TEXTS, planted_sae
+from builders import TEXTS, invoke, planted_sae
 from conftest import make_tiny_lm
-from typer.testing import CliRunner
 
-from steer.cli.main import app
 from steer.features.explain.store import Explanations
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

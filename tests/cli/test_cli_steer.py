@@ -4,30 +4,12 @@ import json
 
 import pytest
 import torch
-from builders import TEXTS, planted_sae
+from builders import TEXTS, invoke
 from conftest import make_tiny_lm
-from typer.testing import CliRunner
 
 from sae import SAEConfig, TopKSAE
-from steer.cli.main import app
 from steer.steering import Intervention
 from steer.steering.generate import GenerationSettings, generate_text
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def sae_dir(tiny_model_dir, tmp_path_factory):
-    """The planted SAE (latent 0 fires on " Bridge") for the tiny model saved on disk."""
-    sae = planted_sae(make_tiny_lm("llama"))
-    sae.cfg.model_name = str(tiny_model_dir)
-    folder = tmp_path_factory.mktemp("sae") / "tiny-l2"
-    sae.save(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

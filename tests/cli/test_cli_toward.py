@@ -3,16 +3,8 @@
 import json
 
 import pytest
+from builders import invoke
 from conftest import make_tiny_lm, requires_embedded
-from typer.testing import CliRunner
-
-from steer.cli.main import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

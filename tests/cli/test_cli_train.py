@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import invoke
 from conftest import requires_embedded
-from typer.testing import CliRunner
 
 from sae import SAEConfig, TopKSAE
 from steer.cli.main import app
@@ -18,11 +18,6 @@ from steer.cli.main import app
 SHARD = (
     Path(__file__).resolve().parents[3] / "shared" / "corpus" / "wikipedia-en" / "wiki-00.jsonl.xz"
 )
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def tiny_train_args(model_dir, corpus, out, tokens="2k"):

@@ -6,29 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders import planted_sae
-from conftest import make_tiny_lm
-from typer.testing import CliRunner
+from builders import invoke
 
 from steer.app.engine import PlaygroundEngine
 from steer.app.session import Session, load_session, record_run, save_session
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    from steer.cli.main import app
-
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def sae_dir(tiny_model_dir, tmp_path_factory):
-    sae = planted_sae(make_tiny_lm("llama"))
-    sae.cfg.model_name = str(tiny_model_dir)
-    folder = tmp_path_factory.mktemp("sae") / "tiny-l2"
-    sae.save(folder)
-    return folder
 
 
 def recorded_session(engine, prompts) -> Session:
