@@ -63,11 +63,11 @@ def decoder_rows(folder: Path) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _labels(folder: Path) -> list[str] | None:
+def _catalog(folder: Path):
     from .catalog import FeatureCatalog
 
     try:
-        return FeatureCatalog.load(folder).labels
+        return FeatureCatalog.load(folder)
     except (ValueError, OSError):
         return None
 
@@ -89,9 +89,15 @@ def family_neighbours(
             continue
         cos = rows @ direction  # (n_member,)
         top = cos.topk(min(n, cos.numel()))
-        labels = _labels(folder) or []
+        catalog = _catalog(folder)
+        # The catalog's label(): the best explanation when there is one, as everywhere else.
         result[folder.name] = [
-            Neighbour(folder.name, int(i), float(c), labels[int(i)] if int(i) < len(labels) else "")
+            Neighbour(
+                folder.name,
+                int(i),
+                float(c),
+                catalog.label(int(i)) if catalog and int(i) < catalog.n_latents else "",
+            )
             for c, i in zip(top.values, top.indices, strict=True)
         ]
     return result

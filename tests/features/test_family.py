@@ -64,3 +64,22 @@ def test_cli_features_family(tmp_path):
     assert table.exit_code == 0 and "128-k4" in table.output
     bad = CliRunner().invoke(app, ["features", "--sae", str(narrow), "--family"])
     assert bad.exit_code == 1 and "--family needs --id" in bad.output
+
+
+def test_neighbours_carry_the_catalogs_best_label(tmp_path):
+    """The family view labels a neighbour as everywhere else: its explanation when it has one."""
+    from builders import tiny_catalog
+
+    from steer.features.catalog import FeatureCatalog, catalog_dir
+    from steer.features.explain.store import Explanations, LMExplanation
+
+    narrow, mid, _ = make_family(tmp_path, d=32, widths=(32, 64, 128))
+    base = tiny_catalog()  # 64 latents, like the middle member
+    catalog = FeatureCatalog(base.tensors, list(base.labels), base.pieces, dict(base.meta))
+    catalog.save(catalog_dir(mid))
+    ex = Explanations()
+    ex.add_lm(6, LMExplanation("tester", "zebra crossings", 0.9, 10))
+    ex.save(catalog_dir(mid))
+    labels = {nb.latent: nb.label for nb in family_neighbours(narrow, 3, n=2)["64-k4"]}
+    assert labels[6].startswith("zebra crossings")
+    assert labels[10] == base.labels[10]
