@@ -38,6 +38,7 @@ COMMANDS = [
     ("explain", "explain", "explain"),
     ("models", "models", "models"),
     ("web", "web", "web"),
+    ("serve", "serve", "serve"),
     ("history", "history", "history_app"),  # a group: steer history export / list
 ]
 
