@@ -39,6 +39,7 @@ COMMANDS = [
     ("models", "models", "models"),
     ("web", "web", "web"),
     ("serve", "serve", "serve"),
+    ("vector", "vector", "vector"),
     ("history", "history", "history_app"),  # a group: steer history export / list
 ]
 

@@ -308,3 +308,41 @@ def explanation_json(catalog, latent: int) -> dict | None:
         if shown is None
         else {"text": shown.text, "source": shown.source, "score": shown.score}
     )
+
+
+# ---------------------------------------------------------------------- the default SAE, prompts
+def sae_or_default(sae: Path | None) -> Path:
+    """--sae, or the SAE shipped for the embedded model (said on stderr), as `steer chat`
+    opens it."""
+    if sae is not None:
+        return sae
+    from steer.app.checkpoints import find_default_sae
+
+    found = find_default_sae()
+    if found is None:
+        raise ValueError("no --sae given and no shipped SAE found: give --sae DIR")
+    typer.echo(f"using the shipped SAE {found} (--sae to choose)", err=True)
+    return found
+
+
+def read_prompts(values: list[str], option: str) -> list[str]:
+    """Prompts from repeated options: each value is a file (one prompt per line; blank
+    lines and lines starting with # skipped) when such a file exists, else the prompt
+    itself."""
+    prompts: list[str] = []
+    for value in values:
+        path = Path(value).expanduser()
+        if path.is_file():
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise ValueError(f"{option} {value}: cannot read it ({err})") from None
+            found = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            if not found:
+                raise ValueError(f"{option} {value}: the file holds no prompts")
+            prompts += found
+        elif value.strip():
+            prompts.append(value.strip())
+        else:
+            raise ValueError(f"{option}: an empty prompt")
+    return prompts
