@@ -47,6 +47,7 @@ from .views import (  # noqa: F401
     FeatureHit,
     FeatureInfo,
     Generation,
+    LeverHit,
     TokenActs,
     TokenView,
     Turn,
@@ -294,6 +295,37 @@ class PlaygroundEngine:
             self._hit(int(e.index), None, e.label or "")
             for e in self.catalog.search(query, limit=limit)
         ]
+
+    def toward(self, text: str, top: int = 5) -> list[LeverHit]:
+        """Features that make the model talk about `text`, each with a recommended mode
+        and strength (in this engine's strength units), best first."""
+        from steer.steering.toward import toward
+
+        self._require_sae()
+        if not text.strip():
+            raise ValueError("type a word or phrase to steer toward")
+        with self._lock:
+            levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top)
+        return [
+            LeverHit(lv.feature, lv.score, self.label(lv.feature), lv.mode, lv.strength)
+            for lv in levers
+        ]
+
+    def coherence(self):
+        """The coherence meter of the last finished generation: the unsteered model's
+        cross-entropy on the steered reply against the baseline reply's
+        (steer.steering.coherence.Coherence), or None without a finished steered row."""
+        from steer.steering.coherence import measure
+
+        gen = self.last
+        if gen is None or not gen.finished or len(gen.token_ids) < 2 or not gen.levers:
+            return None
+        if not gen.token_ids[0] or not gen.token_ids[1]:
+            return None
+        with self._lock, torch.inference_mode():
+            prompt = torch.tensor(gen.prompt_ids, dtype=torch.long)
+            (meter,) = measure(self.lm, prompt, gen.token_ids[0], [gen.token_ids[1]])
+        return meter
 
     def related_features(self, latent: int, n: int = 3) -> list[FeatureHit]:
         """Feature splitting: the nearest features (decoder cosine) of `latent` in every

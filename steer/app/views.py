@@ -18,6 +18,15 @@ class FeatureHit:
     """The best explanation with its score (`" Paris" after " in" (n2g · P.92 R.41)`)."""
 
 
+@dataclass
+class LeverHit(FeatureHit):
+    """A feature that steers toward a concept, with the mode and strength to steer it at
+    (steer.steering.toward); score: higher steers better."""
+
+    mode: str = "add"
+    strength: float = 0.0
+
+
 Context = ContextExample
 """A top activating context: the catalog's own record (tokens, acts, max_pos)."""
 

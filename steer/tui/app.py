@@ -67,6 +67,13 @@ class GenerationEnded(Message):
         self.error = error
 
 
+class CoherenceMeasured(Message):
+    def __init__(self, gen_id: int, meter) -> None:
+        super().__init__()
+        self.gen_id = gen_id
+        self.meter = meter  # steer.steering.coherence.Coherence
+
+
 class LoadProgress(Message):
     def __init__(self, fraction: float, text: str) -> None:
         super().__init__()
@@ -376,7 +383,36 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
             self.notify(message.error, title="Generation failed", severity="error", timeout=10)
         elif message.cancelled:
             self.notify("generation cancelled", timeout=3)
+        elif self.engine.has_sae:
+            self.coherence_worker(message.gen_id)
         self.refresh_panes()
+
+    @work(thread=True, exclusive=True, group="coherence", exit_on_error=False)
+    def coherence_worker(self, gen_id: int) -> None:
+        """The coherence meter: is the steered reply still text to the unsteered model?"""
+        try:
+            meter = self.engine.coherence()
+        except Exception as err:  # noqa: BLE001 - the meter is optional, the reply stands
+            self.log.error(f"coherence meter: {first_line(err)}")
+            return
+        if meter is not None:
+            self.post_message(CoherenceMeasured(gen_id, meter))
+
+    def on_coherence_measured(self, message: CoherenceMeasured) -> None:
+        if message.gen_id != self.gen_id or self.generating:
+            return
+        meter = message.meter
+        verdict = "coherent" if meter.ok else "⚠ gibberish"
+        self.status_text[1] += (
+            f" · {verdict} {meter.steered:.1f} nats/tok (unsteered {meter.baseline:.1f})"
+        )
+        self.refresh_panes()
+        if not meter.ok:
+            self.notify(
+                f"the steered reply reads as gibberish: {meter.describe()}; lower the strength",
+                severity="warning",
+                timeout=6,
+            )
 
     def action_cancel(self) -> None:
         if self.generating:
@@ -435,9 +471,12 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
             self.notify(f"{type(err).__name__}: {first_line(err)}", severity="error", timeout=10)
         return None
 
-    def add_feature(self, latent: int) -> None:
+    def add_feature(
+        self, latent: int, strength: float | None = None, mode: str | None = None
+    ) -> None:
         existed = self.engine.feature(latent) is not None
-        feature = self.attempt(self.engine.add_feature, latent)
+        extra = {"mode": mode} if mode is not None else {}
+        feature = self.attempt(self.engine.add_feature, latent, strength, **extra)
         if feature is None:
             return
         self.refresh_features()

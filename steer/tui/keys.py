@@ -55,6 +55,11 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("enter (on a result)", "add the feature and close"),
             ("a", "add the feature and keep searching"),
             ("i", "inspect the feature"),
+            (
+                "ctrl+t",
+                "steer toward…: features that make the model say the text, added with "
+                "their recommended mode and strength",
+            ),
             ("escape", "close"),
         ],
     ),

@@ -1,4 +1,6 @@
-"""Find features: by the text they fire on, by label, or by #id."""
+"""Find features: by the text they fire on, by label, or by #id; or, in "steer toward…"
+mode (ctrl+t), the features that make the model talk about the text, each added with its
+recommended mode and strength."""
 
 from __future__ import annotations
 
@@ -28,23 +30,20 @@ class FindScreen(Dialog, ModalScreen[None]):
         Binding("down", "results", "Results", show=False),
         Binding("a", "add(False)", "Add", show=False),
         Binding("i", "inspect", "Inspect", show=False),
+        Binding("ctrl+t", "toggle_toward", "Steer toward…", show=False),
     ]
 
-    def __init__(self, engine, query: str = "") -> None:
+    def __init__(self, engine, query: str = "", toward: bool = False) -> None:
         super().__init__()
         self.engine = engine
         self.initial = query
+        self.toward = toward
         self.hits: dict[str, int] = {}
+        self.levers: dict[int, tuple[str, float]] = {}  # latent -> (mode, strength)
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="find-box", classes="dialog") as box:
-            box.border_title = "Find features"
-            box.border_subtitle = "↓ results · enter add · a keep adding · i inspect · esc"
-            yield Input(
-                self.initial,
-                placeholder="text the feature should fire on, a label word, or #123",
-                id="find-input",
-            )
+        with Vertical(id="find-box", classes="dialog"):
+            yield Input(self.initial, id="find-input")
             self.results = SafeOptionList(id="find-results")
             self.status = Static("", id="find-status")
             yield self.results
@@ -52,8 +51,28 @@ class FindScreen(Dialog, ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.results.display = False
+        self.show_mode()
         if self.initial:
             self.run_search(self.initial)
+
+    def show_mode(self) -> None:
+        box = self.query_one("#find-box")
+        box.border_title = "Steer toward…" if self.toward else "Find features"
+        box.border_subtitle = "↓ results · enter add · a keep adding · i inspect · ctrl+t " + (
+            "find by firing" if self.toward else "steer toward…"
+        )
+        self.query_one("#find-input", Input).placeholder = (
+            "a word or phrase the model should talk about (takes a few seconds)"
+            if self.toward
+            else "text the feature should fire on, a label word, or #123"
+        )
+
+    def action_toggle_toward(self) -> None:
+        self.toward = not self.toward
+        self.show_mode()
+        query = self.query_one("#find-input", Input).value
+        if query.strip():
+            self.run_search(query)
 
     @on(Input.Submitted, "#find-input")
     def submitted(self, event: Input.Submitted) -> None:
@@ -63,8 +82,24 @@ class FindScreen(Dialog, ModalScreen[None]):
         if not query.strip():
             self.status.update("type some text first")
             return
-        self.status.update("searching…")
-        self.search_worker(query)
+        self.status.update(
+            "measuring which features steer toward it…" if self.toward else "searching…"
+        )
+        if self.toward:
+            self.toward_worker(query)
+        else:
+            self.search_worker(query)
+
+    @work(thread=True, exclusive=True, group="find", exit_on_error=False)
+    def toward_worker(self, query: str) -> None:
+        worker = get_current_worker()
+        levers, errors = [], []
+        try:
+            levers = self.engine.toward(query)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            errors.append(first_line(err))
+        if not worker.is_cancelled:
+            deliver(self, self.show_results, [], [], errors, levers)
 
     @work(thread=True, exclusive=True, group="find", exit_on_error=False)
     def search_worker(self, query: str) -> None:
@@ -86,11 +121,27 @@ class FindScreen(Dialog, ModalScreen[None]):
         if not worker.is_cancelled:
             deliver(self, self.show_results, by_text, by_label, errors)
 
-    def show_results(self, by_text, by_label, errors) -> None:
+    def show_results(self, by_text, by_label, errors, levers=()) -> None:
         results = self.results
         results.clear_options()
-        self.hits = {}
+        self.hits, self.levers = {}, {}
         options: list[Option | None] = []
+        if levers:
+            unit = self.engine.strength_unit
+            options.append(
+                Option(
+                    Content.assemble(
+                        ("Steers toward this text", "bold $accent"),
+                        (f"  (score · mode strength {unit})".replace("  )", ")"), "dim"),
+                    ),
+                    disabled=True,
+                )
+            )
+            for hit in levers:
+                self.levers[hit.latent] = (hit.mode, hit.strength)
+                options.append(
+                    self._option("s", hit, f"{hit.score:5.2f} {hit.mode} {hit.strength:<6.3g}")
+                )
         if by_text:
             unit = "activation ÷ max" if self.engine.max_acts is not None else "activation"
             options.append(
@@ -159,7 +210,8 @@ class FindScreen(Dialog, ModalScreen[None]):
         latent = self._selected()
         if latent is None:
             return
-        self.app.add_feature(latent)
+        mode, strength = self.levers.get(latent, (None, None))
+        self.app.add_feature(latent, strength, mode)
         if close:
             self.dismiss()
 

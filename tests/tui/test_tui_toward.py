@@ -1,0 +1,67 @@
+"""The playground's "steer toward…" flow and coherence meter, driven with Textual's Pilot."""
+
+from __future__ import annotations
+
+import pytest
+from builders import make_engine
+
+from steer.tui.app import PlaygroundApp
+from steer.tui.screens import FindScreen
+
+SIZE = (120, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_steer_toward_adds_the_recommended_lever_and_the_meter_reads_it(tmp_path):
+    engine = make_engine(tmp_path)
+    expected = engine.toward("Bridge")[0]  # deterministic: the dialog must show the same
+    app = PlaygroundApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+f")
+        assert isinstance(app.screen, FindScreen)
+        await pilot.press("ctrl+t")  # find -> steer toward…
+        assert app.screen.query_one("#find-box").border_title == "Steer toward…"
+        await pilot.press(*"Bridge", "enter")
+        await settle(pilot)
+        await pilot.press("down", "enter")  # the top lever, added and the dialog closed
+        await settle(pilot)
+        assert not isinstance(app.screen, FindScreen)
+        (feature,) = app.engine.features
+        assert feature.latent == expected.latent
+        assert feature.mode == expected.mode == "add"
+        assert feature.strength == pytest.approx(expected.strength)
+
+        app.query_one("#prompt").value = "The Golden Gate"
+        app.query_one("#prompt").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        await settle(pilot)  # the meter runs after the generation ends
+        meter = app.engine.coherence()
+        assert meter is not None
+        subtitle = app.query_one("#steered").border_subtitle
+        assert f"{meter.steered:.1f} nats/tok" in subtitle
+        assert ("coherent" if meter.ok else "gibberish") in subtitle
+
+
+async def test_meter_stays_silent_without_levers(tmp_path):
+    app = PlaygroundApp(make_engine(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.query_one("#prompt").value = "The Golden Gate"
+        app.query_one("#prompt").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        await settle(pilot)
+        assert app.engine.coherence() is None
+        assert "nats/tok" not in app.query_one("#steered").border_subtitle
