@@ -133,6 +133,9 @@ class FakeEngine(PlaygroundEngine):
     def _is_stop(self, event) -> bool:
         return False
 
+    def coherence(self):
+        return None  # the meter needs a model: its own tests use the tiny one
+
     def _feature_acts(self, token_ids, latent):
         return [float((i * 7 + latent) % 10) for i in range(len(token_ids))]
 
