@@ -307,7 +307,9 @@ class PlaygroundEngine:
         with self._lock:
             levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top)
         return [
-            LeverHit(lv.feature, lv.score, self.label(lv.feature), lv.mode, lv.strength)
+            LeverHit(
+                lv.feature, lv.score, self.label(lv.feature), mode=lv.mode, strength=lv.strength
+            )
             for lv in levers
         ]
 

@@ -33,6 +33,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from .errors import ErrorContainment
+from .meter import CoherenceMeter
 from .palette import CheckpointCommands, FeatureCommands, PresetCommands, SafePalette
 from .record import SessionKeeping
 from .screens import (
@@ -67,13 +68,6 @@ class GenerationEnded(Message):
         self.error = error
 
 
-class CoherenceMeasured(Message):
-    def __init__(self, gen_id: int, meter) -> None:
-        super().__init__()
-        self.gen_id = gen_id
-        self.meter = meter  # steer.steering.coherence.Coherence
-
-
 class LoadProgress(Message):
     def __init__(self, fraction: float, text: str) -> None:
         super().__init__()
@@ -95,7 +89,7 @@ TYPING_HINT = Content.styled(
 )
 
 
-class PlaygroundApp(ErrorContainment, SessionKeeping, App):
+class PlaygroundApp(ErrorContainment, SessionKeeping, CoherenceMeter, App):
     """Baseline and steered completions side by side, features on sliders."""
 
     CSS_PATH = "steer.tcss"
@@ -384,35 +378,8 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
         elif message.cancelled:
             self.notify("generation cancelled", timeout=3)
         elif self.engine.has_sae:
-            self.coherence_worker(message.gen_id)
+            self.measure_coherence(message.gen_id)
         self.refresh_panes()
-
-    @work(thread=True, exclusive=True, group="coherence", exit_on_error=False)
-    def coherence_worker(self, gen_id: int) -> None:
-        """The coherence meter: is the steered reply still text to the unsteered model?"""
-        try:
-            meter = self.engine.coherence()
-        except Exception as err:  # noqa: BLE001 - the meter is optional, the reply stands
-            self.log.error(f"coherence meter: {first_line(err)}")
-            return
-        if meter is not None:
-            self.post_message(CoherenceMeasured(gen_id, meter))
-
-    def on_coherence_measured(self, message: CoherenceMeasured) -> None:
-        if message.gen_id != self.gen_id or self.generating:
-            return
-        meter = message.meter
-        verdict = "coherent" if meter.ok else "⚠ gibberish"
-        self.status_text[1] += (
-            f" · {verdict} {meter.steered:.1f} nats/tok (unsteered {meter.baseline:.1f})"
-        )
-        self.refresh_panes()
-        if not meter.ok:
-            self.notify(
-                f"the steered reply reads as gibberish: {meter.describe()}; lower the strength",
-                severity="warning",
-                timeout=6,
-            )
 
     def action_cancel(self) -> None:
         if self.generating:
@@ -613,6 +580,11 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
             self.action_find,
         )
         yield SystemCommand(
+            "Steer toward…",
+            "features that make the model talk about a concept, at a sane strength",
+            self.action_steer_toward,
+        )
+        yield SystemCommand(
             "Regenerate", "run the last prompt again (ctrl+r)", self.action_regenerate
         )
         yield SystemCommand(
@@ -662,6 +634,12 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, App):
             self.notify("no SAE loaded: there are no features to find", severity="warning")
             return
         self.push_screen(FindScreen(self.engine))
+
+    def action_steer_toward(self) -> None:
+        if not self.engine.has_sae:
+            self.notify("no SAE loaded: there are no features to steer with", severity="warning")
+            return
+        self.push_screen(FindScreen(self.engine, toward=True))
 
     def action_tokens(self) -> None:
         latent = self.focused_latent()

@@ -10,7 +10,11 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("enter", "generate (in the prompt): baseline and steered side by side"),
             ("ctrl+r / f5", "regenerate the last prompt (after changing features)"),
             ("escape", "cancel the running generation"),
-            ("ctrl+f", "find features: which fire on a text, or search labels"),
+            (
+                "ctrl+f",
+                "find features: which fire on a text, or search labels; ctrl+t there: "
+                "steer toward… a concept",
+            ),
             ("ctrl+g", "generation settings: temperature, top-p, max tokens, seed, positions"),
             ("ctrl+o", "presets: load a saved feature set"),
             ("ctrl+s", "save the active features as a preset"),
@@ -54,6 +58,7 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("↓", "go to the results"),
             ("enter (on a result)", "add the feature and close"),
             ("a", "add the feature and keep searching"),
+            ("ctrl+r", "add the feature, close and regenerate the last prompt"),
             ("i", "inspect the feature"),
             (
                 "ctrl+t",

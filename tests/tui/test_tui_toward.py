@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from builders import make_engine
 
+from steer.steering.coherence import Coherence
 from steer.tui.app import PlaygroundApp
 from steer.tui.screens import FindScreen
 
@@ -65,3 +66,51 @@ async def test_meter_stays_silent_without_levers(tmp_path):
         await settle(pilot)
         assert app.engine.coherence() is None
         assert "nats/tok" not in app.query_one("#steered").border_subtitle
+
+
+async def test_one_key_adds_the_lever_and_regenerates_the_last_prompt(tmp_path):
+    engine = make_engine(tmp_path)
+    expected = engine.toward("Bridge")[0]
+    app = PlaygroundApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.query_one("#prompt").value = "The Golden Gate"
+        app.query_one("#prompt").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.engine.coherence() is None  # no lever yet: nothing to measure
+        first = app.gen_id
+        app.action_steer_toward()  # the palette's "Steer toward…"
+        await pilot.pause()
+        assert app.screen.query_one("#find-box").border_title == "Steer toward…"
+        await pilot.press(*"Bridge", "enter")
+        await settle(pilot)
+        await pilot.press("down", "ctrl+r")
+        await settle(pilot)
+        await settle(pilot)
+        assert not isinstance(app.screen, FindScreen)
+        assert [f.latent for f in app.engine.features] == [expected.latent]
+        assert app.gen_id > first  # regenerated, with the lever
+        assert app.engine.last.levers
+        assert "nats/tok" in app.query_one("#steered").border_subtitle
+
+
+async def test_meter_flags_a_reply_pushed_into_gibberish(tmp_path):
+    # The meter's numbers are tested in tests/steering (a random tiny model's replies
+    # loop at any strength); here: what the user sees when the verdict is "incoherent".
+    engine = make_engine(tmp_path)
+    engine.add_feature(engine.toward("Bridge")[0].latent, 50.0, mode="add")
+    engine.coherence = lambda: Coherence(steered=9.5, baseline=1.1)
+    app = PlaygroundApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.query_one("#prompt").value = "The Golden Gate"
+        app.query_one("#prompt").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        await settle(pilot)
+        assert (
+            "⚠ gibberish 9.5 nats/tok (unsteered 1.1)" in app.query_one("#steered").border_subtitle
+        )
+        warnings = [n.message for n in app._notifications if n.severity == "warning"]
+        assert any("lower the strength" in m for m in warnings), warnings

@@ -31,6 +31,7 @@ class FindScreen(Dialog, ModalScreen[None]):
         Binding("a", "add(False)", "Add", show=False),
         Binding("i", "inspect", "Inspect", show=False),
         Binding("ctrl+t", "toggle_toward", "Steer toward…", show=False),
+        Binding("ctrl+r", "add_and_regenerate", "Add and regenerate", show=False),
     ]
 
     def __init__(self, engine, query: str = "", toward: bool = False) -> None:
@@ -58,8 +59,9 @@ class FindScreen(Dialog, ModalScreen[None]):
     def show_mode(self) -> None:
         box = self.query_one("#find-box")
         box.border_title = "Steer toward…" if self.toward else "Find features"
-        box.border_subtitle = "↓ results · enter add · a keep adding · i inspect · ctrl+t " + (
-            "find by firing" if self.toward else "steer toward…"
+        box.border_subtitle = (
+            "↓ results · enter add · a keep adding · ctrl+r add+rerun · i inspect · "
+            + ("ctrl+t find by firing" if self.toward else "ctrl+t steer toward…")
         )
         self.query_one("#find-input", Input).placeholder = (
             "a word or phrase the model should talk about (takes a few seconds)"
@@ -214,6 +216,15 @@ class FindScreen(Dialog, ModalScreen[None]):
         self.app.add_feature(latent, strength, mode)
         if close:
             self.dismiss()
+
+    def action_add_and_regenerate(self) -> None:
+        """One key from a result to the steered reply: add it, close, run the last prompt
+        again (the meter then says whether the reply is still text)."""
+        if self._selected() is None:
+            self.status.update("pick a result first (↓)")
+            return
+        self.action_add(True)
+        self.app.action_regenerate()
 
     def action_inspect(self) -> None:
         latent = self._selected()
