@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from .service import Job, Piece, SteeringService
@@ -110,13 +110,15 @@ def create_app(service: SteeringService, api_key: str | None = None) -> FastAPI:
         return {"object": "list", "data": [_model_card(service)]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
+    async def chat_completions(request: Request):
+        req = await _read(request, ChatRequest)
         messages = [_message(m, i) for i, m in enumerate(req.messages)]
         job = _prepare(service, req, messages, chat=None)
         return await _respond(service, req, job, _ChatShape(service.model_id, job))
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
+    async def completions(request: Request):
+        req = await _read(request, CompletionRequest)
         prompt = req.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
@@ -126,6 +128,30 @@ def create_app(service: SteeringService, api_key: str | None = None) -> FastAPI:
         return await _respond(service, req, job, _CompletionShape(service.model_id, job))
 
     return app
+
+
+async def _read(request: Request, model: type[_Sampling]) -> _Sampling:
+    """The body as a request of `model`, whatever its Content-Type says (`curl -d` sends
+    form-encoded): JSON or a 400."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise _invalid(err.errors()) from None
+
+
+def _invalid(errors: list) -> ApiError:
+    """The first pydantic error as an OpenAI error naming the field."""
+    first = (errors or [{}])[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    return ApiError(400, f"{param}: {message}" if param else message, param=param)
 
 
 def _model_card(service: SteeringService) -> dict:
@@ -335,13 +361,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
-        first = (err.errors() or [{}])[0]
-        if first.get("type") == "json_invalid":
-            return ApiError(400, "the request body is not valid JSON").response()
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = first.get("msg", "invalid request")
-        return ApiError(400, f"{param}: {message}" if param else message, param=param).response()
+        return _invalid(err.errors()).response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):

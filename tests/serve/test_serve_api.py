@@ -204,9 +204,9 @@ def test_bearer_token_is_required(url, service):
     assert status == 401 and error["type"] == "invalid_request_error"
 
 
-def error_of(url, body, path="/chat/completions", raw=None, key=KEY):
+def error_of(url, body, path="/chat/completions", raw=None, key=KEY, kind="application/json"):
     """(status, error object) of a POST with this JSON body (or raw bytes)."""
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": kind}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     content = raw if raw is not None else json.dumps(body).encode()
@@ -222,8 +222,14 @@ def error_of(url, body, path="/chat/completions", raw=None, key=KEY):
 
 def test_bad_requests_get_openai_error_bodies(url, service, client):
     chat = {"model": service.model_id, "messages": [{"role": "user", "content": "Hi"}]}
-    status, error = error_of(url, None, raw=b"{not json")
-    assert status == 400 and "not valid JSON" in error["message"]
+    for raw in (b"{not json", b"", b"\xff"):
+        status, error = error_of(url, None, raw=raw)
+        assert status == 400 and "not valid JSON" in error["message"]
+    status, error = error_of(url, None, raw=b"[1]")
+    assert status == 400 and "JSON object" in error["message"]
+    # `curl -d` sends form-encoded JSON: it is read as JSON all the same
+    status, error = error_of(url, {**chat, "n": 2}, kind="application/x-www-form-urlencoded")
+    assert status == 400 and error["param"] == "n"
     status, error = error_of(url, {**chat, "model": "gpt-4o"})
     assert (status, error["code"], error["param"]) == (404, "model_not_found", "model")
     status, error = error_of(url, {**chat, "steer": "0=oops"})
