@@ -60,3 +60,39 @@ def default_presets_dir() -> Path:
     from steer.lm.models import steer_home
 
     return steer_home() / "presets"
+
+
+def sibling_depths(sae_dir: Path) -> list[Path]:
+    """The SAE folder and its siblings at other depths, shallowest first.
+
+    A family trained at several depths lies as <root>/resid_post.L/<name>/. For each
+    other resid_post.L beside this SAE's, the sibling is the folder of the same name, else
+    the widest SAE there (most latents in cfg.json). A folder outside that layout: itself.
+    """
+    import json
+    import re
+
+    sae_dir = Path(sae_dir)
+    here = re.fullmatch(r"resid_post\.(\d+)", sae_dir.parent.name)
+    if not here:
+        return [sae_dir]
+    found = {int(here.group(1)): sae_dir}
+    for depth in sae_dir.parent.parent.glob("resid_post.*"):
+        match = re.fullmatch(r"resid_post\.(\d+)", depth.name)
+        if not match or int(match.group(1)) in found or not depth.is_dir():
+            continue
+        same = depth / sae_dir.name
+        if is_sae_folder(same):
+            found[int(match.group(1))] = same
+            continue
+        sizes = []
+        for folder in sorted(p for p in depth.iterdir() if is_sae_folder(p)):
+            try:
+                sizes.append(
+                    (int(json.loads((folder / "cfg.json").read_text())["n_latents"]), folder)
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if sizes:
+            found[int(match.group(1))] = max(sizes, key=lambda s: s[0])[1]
+    return [found[d] for d in sorted(found)]

@@ -95,6 +95,39 @@ def resolve_target(
     return Target(read_at=q - 1, token=token, contrast=other)
 
 
+def context_position(
+    tokenizer,
+    ids: Tensor,
+    start: int,
+    position: int | None,
+    target: str | None,
+    with_completion: bool,
+) -> int:
+    """The absolute index of the token to explain in a prompt (+ completion from `start`),
+    as `steer attribute` and `steer circuit` read --position and --target: a position
+    counts in the completion when there is one; without one, the target's first occurrence
+    in the completion, or (no completion) the token after the prompt (len(ids))."""
+    T = len(ids)
+    if position is not None:
+        base, n = (start, T - start) if with_completion else (0, T)
+        if not -n <= position < n:
+            where = "completion" if with_completion else "prompt"
+            raise ValueError(f"--position {position} is out of range: the {where} has {n} tokens")
+        q = base + (position % n)
+        if q == 0:
+            raise ValueError("--position 0 of the prompt has nothing before it to explain it")
+        return q
+    if target is None:
+        raise ValueError("give --target TOKEN (the token to explain) or --position N")
+    if not with_completion:
+        return T
+    token = single_token(tokenizer, target)
+    hits = [i for i in range(start, T) if int(ids[i]) == token]
+    if not hits:
+        raise ValueError(f"--target {target!r} is not in the completion: give --position N")
+    return hits[0]
+
+
 def as_ids(ids: Tensor | list[int]) -> Tensor:
     out = torch.as_tensor(ids, dtype=torch.long).flatten()
     if out.numel() == 0:

@@ -81,7 +81,7 @@ def attribute(
     node; the top latents are checked by ablating them; for each, the context tokens that
     drive it are found by gradient x embedding."""
     from steer.attribution.report import build_context, explain
-    from steer.attribution.targets import resolve_target
+    from steer.attribution.targets import context_position, resolve_target
 
     if method not in ("linear", "ig"):
         raise ValueError(f"--method must be linear or ig, got {method!r}")
@@ -103,7 +103,7 @@ def attribute(
     ids, start = build_context(
         lm, prompt, record["token_ids"] if record else completion, chat=use_chat
     )
-    q = _position(lm.tokenizer, ids, start, position, target, with_completion)
+    q = context_position(lm.tokenizer, ids, start, position, target, with_completion)
     tgt = resolve_target(lm.tokenizer, ids, position=q, target=target, contrast=contrast)
     catalog = load_catalog_for(sae, sae_model)
     levers = _levers(lm, sae_model, levers_spec, record, catalog, start)
@@ -121,31 +121,6 @@ def attribute(
         typer.echo(json.dumps(out, ensure_ascii=False))
         return
     _print(lm, sae_model, result, labels, start)
-
-
-def _position(tokenizer, ids, start, position, target, with_completion) -> int:
-    """The absolute index of the token to explain (len(ids) = the token after the text)."""
-    T = len(ids)
-    if position is not None:
-        base, n = (start, T - start) if with_completion else (0, T)
-        if not -n <= position < n:
-            where = "completion" if with_completion else "prompt"
-            raise ValueError(f"--position {position} is out of range: the {where} has {n} tokens")
-        q = base + (position % n)
-        if q == 0:
-            raise ValueError("--position 0 of the prompt has nothing before it to explain it")
-        return q
-    if target is None:
-        raise ValueError("give --target TOKEN (the token to explain) or --position N")
-    if not with_completion:
-        return T
-    from steer.attribution.targets import single_token
-
-    token = single_token(tokenizer, target)
-    hits = [i for i in range(start, T) if int(ids[i]) == token]
-    if not hits:
-        raise ValueError(f"--target {target!r} is not in the completion: give --position N")
-    return hits[0]
 
 
 def _read_generated(path: Path, row: str) -> dict:

@@ -33,6 +33,7 @@ COMMANDS = [
     ("eval", "evaluate", "evaluate"),
     ("generate", "generate", "generate"),
     ("attribute", "attribute", "attribute"),
+    ("circuit", "circuit", "circuit"),
     ("features", "features", "features"),
     ("index", "index", "index"),
     ("explain", "explain", "explain"),
