@@ -5,6 +5,9 @@ plan.py          a batch's levers turned into tensors (raw units, clamp masks)
 hook.py          the forward hook on block L that applies a plan
 generate.py      baseline and steered completions side by side, token by token
 presets.py       levers and settings saved to / read from JSON
+expr.py          one steering expression (`2.5 #2374 + 0.4 #55:add @generated`): parse, print
+terms.py         levers off plan.py's fast path: vectors, set / cap, own positions, gates
+vectors.py       saved steering vectors beside the SAE (load_vector)
 readouts.py      which latents fire on a text (the SAE read without editing anything)
 """
 

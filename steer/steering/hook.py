@@ -30,6 +30,7 @@ from steer.lm.models import LoadedModel, block_output
 
 from .intervention import POSITIONS, Intervention, Positions, sae_layer
 from .plan import SteeringPlan
+from .terms import GeneralTerms, where_mask
 
 
 class SteeringHook:
@@ -72,30 +73,30 @@ class SteeringHook:
         self.rows_index: Tensor | None = None
         self._handle = None
         self.plan = SteeringPlan.build(sae, self.rows, max_acts, encode_dtype)
+        # Vectors, set / cap, levers with their own positions or a gate: one at a time.
+        self.terms = GeneralTerms(
+            sae, [[iv for iv in r if iv.enabled and not iv.is_plain] for r in self.rows], max_acts
+        )
 
     @property
     def is_noop(self) -> bool:
-        return self.plan.is_noop
+        return self.plan.is_noop and not self.terms
 
     def row_key(self, r: int) -> tuple:
         """What row r does to the prompt positions before the last one: rows with equal
         keys can share those positions' forward pass (and KV cache)."""
-        if self.positions == "generated":
-            return ()
-        return tuple(
-            (iv.latent, iv.mode, iv.strength if iv.mode != "ablate" else 0.0)
-            for iv in self.rows[r]
-            if iv.enabled
-        )
+        plain = ()
+        if self.positions != "generated":
+            plain = tuple(
+                (iv.latent, iv.mode, iv.strength if iv.mode != "ablate" else 0.0)
+                for iv in self.rows[r]
+                if iv.enabled and iv.is_plain
+            )
+        return plain + (self.terms.touches_prompt(r, self.positions) if self.terms else ())
 
     # ------------------------------------------------------------------ the edit
     def position_mask(self, offset: int, T: int) -> Tensor:
-        pos = torch.arange(offset, offset + T, device=self.sae.device)
-        if self.positions == "prompt":
-            return pos < self.prompt_len
-        if self.positions == "generated":
-            return pos >= self.prompt_len - 1
-        return torch.ones(T, dtype=torch.bool, device=pos.device)
+        return where_mask(self.positions, offset, T, self.prompt_len, self.sae.device)
 
     def clamped_acts(self, x: Tensor) -> Tensor:
         """TopK activations z (N, mc) of the clamped latents for raw residuals x (N, d).
@@ -143,9 +144,21 @@ class SteeringHook:
             rows = torch.arange(B, device=self.sae.device)
         if rows.numel() != B or (len(self.rows) > 1 and B > len(self.rows)):
             raise ValueError(f"the batch has {B} rows but the hook was given {len(self.rows)}")
+        delta = self._plain_delta(x, rows, offset)
+        if self.terms:
+            more = self.terms.delta(x, rows, offset, self.prompt_len, self.positions)
+            if more is not None:
+                delta = more if delta is None else delta.to(more.dtype) + more
+        if delta is None:
+            return x
+        return x + delta.to(device=x.device, dtype=x.dtype)
+
+    def _plain_delta(self, x: Tensor, rows: Tensor, offset: int) -> Tensor | None:
+        """The plan's batched edit (B, T, d) of x (B, T, d), or None when it edits nothing."""
+        B, T, _ = x.shape
         pmask = self.position_mask(offset, T)  # (T,)
         if not bool(pmask.any()):
-            return x
+            return None
         delta = None
         sel = self.plan.has_add[rows]  # (B,)
         if bool(sel.any()):
@@ -167,9 +180,7 @@ class SteeringHook:
             if delta is None:
                 delta = torch.zeros(B, T, x.shape[-1], device=dc.device, dtype=dc.dtype)
             delta[bidx[:, None], tidx[None, :]] += dc
-        if delta is None:
-            return x
-        return x + delta.to(device=x.device, dtype=x.dtype)
+        return delta
 
     # ------------------------------------------------------------------ hook plumbing
     def _hook(self, _module, _args, output):

@@ -80,7 +80,8 @@ class SteeringPlan:
         """encode_dtype: dtype of the full pre-activation product that finds the TopK
         threshold: "auto" (bf16 where fast, else the SAE's dtype), None (exact:
         `sae.encode`), or a torch dtype."""
-        active = [[iv for iv in row if iv.enabled] for row in rows]
+        # Plain levers only: the rest (vectors, set / cap, own positions, gates) is terms.py's.
+        active = [[iv for iv in row if iv.enabled and iv.is_plain] for row in rows]
         latents = sorted({iv.latent for row in active for iv in row})
         check_latents(sae, latents)
         add, clamp_val, clamp_mask = _row_tensors(active, latents, max_acts)
