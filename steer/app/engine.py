@@ -428,7 +428,10 @@ class PlaygroundEngine:
 
     def cycle_mode(self, latent: int) -> Intervention:
         feature = self._get(latent)
-        return self.set_mode(latent, MODES[(MODES.index(feature.mode) + 1) % len(MODES)])
+        # ctrl+e cycles the three SAE modes; set / cap (from an expression) go back to clamp
+        cycle = ("clamp", "add", "ablate")
+        now = cycle.index(feature.mode) if feature.mode in cycle else -1
+        return self.set_mode(latent, cycle[(now + 1) % len(cycle)])
 
     def clear_features(self) -> None:
         self.features = []

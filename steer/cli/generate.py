@@ -80,7 +80,6 @@ def generate(
 
     Both rows run in one batch with identically seeded samplers, so the only difference
     between them is the steering."""
-    import dataclasses
 
     from steer.steering import parse_feature
     from steer.steering.generate import GenerationSettings, generate_text
@@ -153,7 +152,7 @@ def generate(
                     "strength_units": "relative" if max_acts is not None else "raw",
                     "settings": settings.to_dict(),
                     "interventions": [
-                        {**dataclasses.asdict(iv), "label": labels.get(iv.latent)}
+                        {**iv.to_dict(), "label": labels.get(iv.latent)}
                         for iv in interventions
                     ],
                     "explanations": {
