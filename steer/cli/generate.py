@@ -152,8 +152,7 @@ def generate(
                     "strength_units": "relative" if max_acts is not None else "raw",
                     "settings": settings.to_dict(),
                     "interventions": [
-                        {**iv.to_dict(), "label": labels.get(iv.latent)}
-                        for iv in interventions
+                        {**iv.to_dict(), "label": labels.get(iv.latent)} for iv in interventions
                     ],
                     "explanations": {
                         str(iv.latent): explanation_json(catalog, iv.latent) for iv in interventions
