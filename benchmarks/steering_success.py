@@ -1,20 +1,30 @@
 """How often does a lever make the model talk about a concept? (issue 11)
 
-run: `python benchmarks/steering_success.py [--sae DIR] [--concepts N] [--json out.json]`
+run: `python benchmarks/steering_success.py [--sae DIR] [--concepts N] [--only a,b]
+      [--json out.json] [--plot out.png]`
 
 For each concept (one word, e.g. "dog") and three neutral chat prompts, 40 greedy tokens:
 success = the concept word (at a word start, any ending) appears in the reply to at least
 2 of the 3 prompts whose unsteered reply lacks it, and those replies pass the coherence
-bound (steer/steering/coherence.py: the unsteered model's cross-entropy on the reply at
-most MARGIN_NATS above its cross-entropy on the baseline reply). Columns, side by side:
+meter (steer/steering/coherence.py: the unsteered model's cross-entropy on the reply at
+most MARGIN_NATS above its cross-entropy on the baseline reply, and at most half of its
+token trigrams repeats, so "dog dog dog ..." fails; steer/steering/success.py holds these
+meters, which `steer sweep` shares). Columns, side by side:
 
-  old picker  the top 2 features `steer features "SENTENCE"` lists for a sentence about
-              the concept, each clamped at 2x, 4x and 8x its max activation: success when
-              any of those 6 settings succeeds (the user's tries in issue 11)
-  toward@1    the first lever of `steer features --toward WORD`, at its recommended mode
-              and strength (one setting)
-  toward@3    any of its first three levers, each at its recommendation
-  prompting   no steering: the prompt prefixed with "Talk about WORD." (AxBench's baseline)
+  old picker     the top 2 features `steer features "SENTENCE"` lists for a sentence about
+                 the concept, each clamped at 2x, 4x and 8x its max activation: success
+                 when any of those 6 settings succeeds (the user's tries in issue 11)
+  toward@1       the first lever of `steer features --toward WORD`, at its recommended
+                 mode and strength (one setting)
+  toward@3       any of its first three levers, each at its recommendation
+  vector         a contrastive vector (`steer vector`): positive prompts are five
+                 templates about the word ("Tell me about dog.", ...), negative prompts
+                 the same templates about neutral fillers ("Tell me about something.",
+                 25 prompts); added at strength 1, 2 and 4 (its units: 1 = the difference
+                 of means), any of the 3 settings
+  vec->features  the first 5 SAE features of that vector's decomposition (decompose.py),
+                 added at the strengths that rebuild the vector at 1, 2 and 4
+  prompting      no steering: the prompt prefixed with "Talk about WORD." (AxBench's baseline)
 
 and the seconds `--toward` took per concept (model already loaded).
 """
@@ -26,6 +36,8 @@ import json
 import time
 
 import torch
+
+from steer.steering.success import EVAL_PROMPTS
 
 CONCEPTS = {
     # word: a sentence describing it (for the old picker)
@@ -54,38 +66,129 @@ CONCEPTS = {
     "war": "The war lasted for years and many soldiers died.",
     "car": "She drove her car down the highway.",
 }
-PROMPTS = (
-    "Tell me about your weekend.",
-    "What is a good way to start the morning?",
-    "Give me some advice for a new job.",
-)
+PROMPTS = EVAL_PROMPTS  # three neutral chat prompts ("Tell me about your weekend.", ...)
 N_TOKENS = 40
 OLD_STRENGTHS = (2.0, 4.0, 8.0)
+# Contrastive vectors: positive prompts = these templates about the concept word; negative
+# prompts = the same templates about neutral fillers (25 prompts), so the template's own
+# words cancel and the difference of means is the concept's.
+VECTOR_TEMPLATES = (
+    "Tell me about {}.",
+    "I want to talk about {}.",
+    "Here is a story about {}.",
+    "Everything you need to know about {}.",
+    "My favourite topic is {}.",
+)
+NEUTRAL_FILLERS = ("something", "my day", "the weekend", "anything", "this")
+VECTOR_STRENGTHS = (1.0, 2.0, 4.0)
+"""In the vector's units (strength 1 adds the difference of means), as the old picker's
+ladder doubles; any of the three counts, like the old picker's settings."""
+N_PARTS = 5
+"""Features of the vector's decomposition used in the `vec->features` column."""
+COLUMNS = ("old", "toward@1", "toward@3", "vector", "vec->features", "prompting")
 
 
-def succeeded(base: list[str], steered: list[str], coherent: list[bool], word: str) -> bool:
-    from steer.steering.toward import names_concept
+def concept_vector(lm, sae, word: str):
+    from steer.steering.vectors import build_vector
 
-    wins = sum(
-        names_concept(s, [word]) and ok and not names_concept(b, [word])
-        for b, s, ok in zip(base, steered, coherent, strict=True)
-    )
-    return wins >= 2
+    positive = [t.format(word) for t in VECTOR_TEMPLATES]
+    negative = [t.format(f) for t in VECTOR_TEMPLATES for f in NEUTRAL_FILLERS]
+    return build_vector(lm, sae, f"concept_{word}", positive, negative)
 
 
-def run_rows(lm, sae, max_acts, prompt_ids, rows):
-    """Greedy replies of every row (rows[0] = baseline) and their coherence."""
-    from steer.steering.coherence import continuation_ce
-    from steer.steering.generate import GenerationSettings, generate_rows
+def vector_rows(sae, vec, max_acts) -> tuple[list, list, float]:
+    """Settings for the vector (add at each strength) and for its first N_PARTS features
+    (the add strengths that rebuild the vector at each strength), and the share of the
+    vector those features explain."""
+    from steer.steering import Intervention
+    from steer.steering.decompose import decompose, feature_strengths
 
-    settings = GenerationSettings(max_new_tokens=N_TOKENS, stop_on_eos=True)
-    ids: list[list[int]] = [[] for _ in rows]
-    for events in generate_rows(lm, sae, prompt_ids, rows, settings, max_acts=max_acts):
-        for e in events:
-            ids[e.row].append(e.token_id)
-    ce = continuation_ce(lm, prompt_ids, ids)
-    texts = [lm.tokenizer.decode(i, skip_special_tokens=True) for i in ids]
-    return texts, ce
+    own = [[Intervention(vec.name, s, "add", direction=vec.direction)] for s in VECTOR_STRENGTHS]
+    parts = decompose(sae, vec.direction, n=N_PARTS)
+    feats = [
+        [
+            Intervention(p.latent, f, "add")
+            for p, f in zip(parts.parts, feature_strengths(parts.parts, max_acts, s), strict=True)
+        ]
+        for s in VECTOR_STRENGTHS
+    ]
+    return own, feats, parts.fraction
+
+
+def concept_settings(lm, sae, catalog, word):
+    """Every steered setting tried for one concept, and where each column's settings are."""
+    from steer.features.catalog import latents_for_text
+    from steer.steering import Intervention
+    from steer.steering.toward import toward
+
+    max_acts = catalog.max_acts
+    t0 = time.perf_counter()
+    levers = toward(lm, sae, word, max_acts=max_acts, top=3)
+    seconds = time.perf_counter() - t0
+    old = [lat for lat, _ in latents_for_text(lm, sae, CONCEPTS[word], n=2, catalog=catalog)]
+    settings = [[Intervention(lat, s, "clamp")] for lat in old for s in OLD_STRENGTHS]
+    spans = {"old": range(0, len(settings))}
+    settings += [[Intervention(lv.feature, lv.strength, lv.mode)] for lv in levers]
+    spans["toward@1"] = range(spans["old"].stop, spans["old"].stop + min(1, len(levers)))
+    spans["toward@3"] = range(spans["old"].stop, len(settings))
+    vec = concept_vector(lm, sae, word)
+    own, feats, explained = vector_rows(sae, vec, max_acts)
+    spans["vector"] = range(len(settings), len(settings) + len(own))
+    settings += own
+    spans["vec->features"] = range(len(settings), len(settings) + len(feats))
+    settings += feats
+    info = {
+        "seconds": round(seconds, 2),
+        "levers": [(lv.feature, lv.mode, lv.strength, lv.score) for lv in levers],
+        "vector_scale": round(vec.scale, 3),
+        "vector_explained": round(explained, 4),
+        "vector_features": [(iv.latent, round(iv.strength, 4)) for iv in feats[0]],
+    }
+    return settings, spans, info
+
+
+def run_concept(lm, sae, catalog, word, prompt_ids, base):
+    """One concept: every column's success, and what the run saw."""
+    from steer.steering.generate import build_prompt_ids
+    from steer.steering.success import coherence, greedy_replies, succeeded
+
+    settings, spans, info = concept_settings(lm, sae, catalog, word)
+    replies = [[] for _ in settings]
+    coherent = [[] for _ in settings]
+    for p, ids in enumerate(prompt_ids):
+        got = greedy_replies(lm, sae, ids, settings, N_TOKENS, catalog.max_acts)
+        for r, reply in enumerate(got):
+            replies[r].append(reply.text)
+            coherent[r].append(coherence(reply, base[p]).ok)
+    base_text = [b.text for b in base]
+    ok = [succeeded(base_text, replies[r], coherent[r], [word]) for r in range(len(settings))]
+    asked = [build_prompt_ids(lm, f"Talk about {word}. {p}") for p in PROMPTS]
+    prompted = [greedy_replies(lm, None, ids, [[]], N_TOKENS)[0] for ids in asked]
+    p_ok = [coherence(r, b).ok for r, b in zip(prompted, base, strict=True)]
+    row = {"concept": word}
+    row |= {c: any(ok[i] for i in spans[c]) for c in COLUMNS if c != "prompting"}
+    row["prompting"] = succeeded(base_text, [r.text for r in prompted], p_ok, [word])
+    row |= info
+    row["toward_replies"] = [replies[i] for i in spans["toward@1"]][:1]
+    row["vector_replies"] = [replies[i] for i in spans["vector"]]
+    return row
+
+
+def plot(wins: dict, n: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 2.8), dpi=80)
+    names = list(wins)
+    ax.barh(names[::-1], [wins[c] / n for c in names[::-1]], color="C0")
+    for i, c in enumerate(names[::-1]):
+        ax.text(wins[c] / n + 0.01, i, f"{wins[c]}/{n}", va="center", fontsize=8)
+    ax.set(xlim=(0, 1), xlabel=f"concepts steered (of {n}; >= 2 of 3 prompts, coherent)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -94,74 +197,50 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=len(CONCEPTS))
     parser.add_argument("--only", default="", help="comma-separated concepts to run")
     parser.add_argument("--json", default="", help="write per-concept results here")
+    parser.add_argument("--plot", default="", help="write the side-by-side bar chart (PNG) here")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from steer.features.catalog import FeatureCatalog, latents_for_text
-    from steer.steering import Intervention, open_sae
-    from steer.steering.coherence import MARGIN_NATS
+    from steer.features.catalog import FeatureCatalog
+    from steer.steering import open_sae
     from steer.steering.generate import build_prompt_ids
-    from steer.steering.toward import toward
+    from steer.steering.success import greedy_replies
 
     lm, sae = open_sae(args.sae)
     catalog = FeatureCatalog.load(args.sae)
-    max_acts = catalog.max_acts
     words = [w.strip() for w in args.only.split(",") if w.strip()] or list(CONCEPTS)
     words = words[: args.concepts]
     prompt_ids = [build_prompt_ids(lm, p) for p in PROMPTS]
-    base = [run_rows(lm, sae, max_acts, p, [[]]) for p in prompt_ids]
-    base_text = [t[0] for t, _ in base]
-    base_ce = [c[0] for _, c in base]
+    base = [greedy_replies(lm, sae, p, [[]], N_TOKENS)[0] for p in prompt_ids]
 
-    cols = ("old", "toward@1", "toward@3", "prompting")
-    wins = dict.fromkeys(cols, 0)
-    seconds, results = [], []
+    wins = dict.fromkeys(COLUMNS, 0)
+    results = []
     for word in words:
-        t0 = time.perf_counter()
-        levers = toward(lm, sae, word, max_acts=max_acts, top=3)
-        seconds.append(time.perf_counter() - t0)
-        old = [lat for lat, _ in latents_for_text(lm, sae, CONCEPTS[word], n=2, catalog=catalog)]
-        settings = [[Intervention(lat, s, "clamp")] for lat in old for s in OLD_STRENGTHS]
-        settings += [[Intervention(lv.feature, lv.strength, lv.mode)] for lv in levers]
-        replies = [[] for _ in settings]
-        coherent = [[] for _ in settings]
-        for p, ids in enumerate(prompt_ids):
-            texts, ce = run_rows(lm, sae, max_acts, ids, settings)
-            for r in range(len(settings)):
-                replies[r].append(texts[r])
-                coherent[r].append(ce[r] <= base_ce[p] + MARGIN_NATS)
-        ok = [succeeded(base_text, replies[r], coherent[r], word) for r in range(len(settings))]
-        n_old = len(old) * len(OLD_STRENGTHS)
-        asked = [build_prompt_ids(lm, f"Talk about {word}. {p}") for p in PROMPTS]
-        prompted = [run_rows(lm, None, None, ids, [[]]) for ids in asked]
-        p_text = [t[0] for t, _ in prompted]
-        p_ok = [c[0] <= base_ce[p] + MARGIN_NATS for p, (_, c) in enumerate(prompted)]
-        row = {
-            "concept": word,
-            "old": any(ok[:n_old]),
-            "toward@1": bool(ok[n_old]) if len(ok) > n_old else False,
-            "toward@3": any(ok[n_old:]),
-            "prompting": succeeded(base_text, p_text, p_ok, word),
-            "seconds": round(seconds[-1], 2),
-            "levers": [(lv.feature, lv.mode, lv.strength, lv.score) for lv in levers],
-            "toward_replies": replies[n_old] if len(ok) > n_old else [],
-        }
-        for c in cols:
+        row = run_concept(lm, sae, catalog, word, prompt_ids, base)
+        for c in COLUMNS:
             wins[c] += row[c]
         results.append(row)
-        marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in cols)
+        marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in COLUMNS)
         print(f"{word:10s} {marks}  {row['seconds']:.1f}s  {row['levers'][:1]}", flush=True)
     n = len(results)
+    seconds = [r["seconds"] for r in results]
     print(f"\n{n} concepts x {len(PROMPTS)} prompts, {N_TOKENS} greedy tokens, SAE {args.sae}")
-    for c in cols:
-        print(f"  {c:10s} {wins[c]}/{n} = {wins[c] / max(n, 1):.0%}")
+    for c in COLUMNS:
+        print(f"  {c:14s} {wins[c]}/{n} = {wins[c] / max(n, 1):.0%}")
+    explained = [r["vector_explained"] for r in results]
+    print(
+        f"  the first {N_PARTS} features of each vector explain "
+        f"{sum(explained) / max(n, 1):.0%} of it on average"
+    )
     print(
         f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
     )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "wins": wins, "n": n}, f, indent=1)
+    if args.plot:
+        plot(wins, n, args.plot)
 
 
 if __name__ == "__main__":

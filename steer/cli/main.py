@@ -41,6 +41,7 @@ COMMANDS = [
     ("web", "web", "web"),
     ("serve", "serve", "serve"),
     ("vector", "vector", "vector"),
+    ("sweep", "sweep", "sweep"),
     ("history", "history", "history_app"),  # a group: steer history export / list
 ]
 

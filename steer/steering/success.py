@@ -4,9 +4,9 @@ The meters `steer sweep` and benchmarks/steering_success.py share:
 
 - a reply *names the concept* when one of the concept words appears at a word start,
   any ending (`toward.names_concept`: "dog" matches "Dogs", not "hotdog");
-- a reply is *coherent* when the unsteered model's cross-entropy on it stays within
-  coherence.MARGIN_NATS of its cross-entropy on the unsteered reply to the same prompt
-  (coherence.py); `Reply.coherence` also carries the repetition check;
+- a reply is *coherent* when the coherence meter passes it (coherence.py): the
+  unsteered model's cross-entropy on it stays within MARGIN_NATS of its cross-entropy
+  on the unsteered reply to the same prompt, and it is not a loop;
 - a setting *succeeds* on a concept when at least `need` prompts whose unsteered reply
   does not name it get a steered reply that names it and is coherent.
 """
@@ -20,10 +20,17 @@ from torch import Tensor
 from sae import TopKSAE
 from steer.lm.models import LoadedModel
 
-from .coherence import MARGIN_NATS, Coherence, continuation_ce, repetition
+from .coherence import Coherence, continuation_ce, repetition
 from .generate import GenerationSettings, generate_rows
 from .intervention import Intervention
 from .toward import names_concept
+
+EVAL_PROMPTS = (
+    "Tell me about your weekend.",
+    "What is a good way to start the morning?",
+    "Give me some advice for a new job.",
+)
+"""Neutral chat prompts the steering benchmark and `steer sweep` (by default) steer."""
 
 
 @dataclass
@@ -58,11 +65,6 @@ def greedy_replies(
 
 def coherence(reply: Reply, baseline: Reply) -> Coherence:
     return Coherence(reply.ce, baseline.ce, repetition(reply.ids))
-
-
-def within_margin(reply: Reply, baseline: Reply) -> bool:
-    """The cross-entropy half of the coherence meter (what the benchmark counts)."""
-    return reply.ce <= baseline.ce + MARGIN_NATS
 
 
 def succeeded(
