@@ -223,6 +223,9 @@ def main() -> None:
         results.append(row)
         marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in COLUMNS)
         print(f"{word:10s} {marks}  {row['seconds']:.1f}s  {row['levers'][:1]}", flush=True)
+        if args.json:  # after every concept, so a long run stopped early keeps what it did
+            with open(args.json, "w") as f:
+                json.dump({"results": results, "wins": wins, "n": len(results)}, f, indent=1)
     n = len(results)
     seconds = [r["seconds"] for r in results]
     print(f"\n{n} concepts x {len(PROMPTS)} prompts, {N_TOKENS} greedy tokens, SAE {args.sae}")
@@ -236,9 +239,6 @@ def main() -> None:
     print(
         f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "wins": wins, "n": n}, f, indent=1)
     if args.plot:
         plot(wins, n, args.plot)
 
