@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -132,54 +133,47 @@ def generate(
     if save_preset is not None:
         write_preset(save_preset, interventions, settings, sae=str(sae))
 
-    with _status("generating", json_out):
-        baseline, steered = generate_text(
-            lm, sae_model, prompt, [[], interventions], settings, max_acts=max_acts
-        )
     units = "x max activation" if max_acts is not None else "raw SAE units"
     labels = (
         {iv.latent: catalog.label(iv.latent) for iv in interventions} if catalog is not None else {}
     )
     captions = {iv.latent: feature_caption(catalog, iv.latent) for iv in interventions}
-    if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "model": lm.name,
-                    "sae": str(sae),
-                    "hookpoint": sae_model.cfg.hookpoint,
-                    "prompt": prompt,
-                    "strength_units": "relative" if max_acts is not None else "raw",
-                    "settings": settings.to_dict(),
-                    "interventions": [
-                        {**iv.to_dict(), "label": labels.get(iv.latent)} for iv in interventions
-                    ],
-                    "explanations": {
-                        str(iv.latent): explanation_json(catalog, iv.latent) for iv in interventions
-                    },
-                    "baseline": baseline,
-                    "steered": steered,
-                },
-                ensure_ascii=False,
-            )
-        )
+    rows = [[], interventions]
+    if not json_out:  # the table grows token by token, as in the playground
+        with _side_by_side(lm, sae_model, interventions, captions, units, settings) as show:
+            generate_text(lm, sae_model, prompt, rows, settings, max_acts=max_acts, on_step=show)
         return
-    _print_side_by_side(lm, sae_model, interventions, captions, units, settings, baseline, steered)
+    baseline, steered = generate_text(lm, sae_model, prompt, rows, settings, max_acts=max_acts)
+    typer.echo(
+        json.dumps(
+            {
+                "model": lm.name,
+                "sae": str(sae),
+                "hookpoint": sae_model.cfg.hookpoint,
+                "prompt": prompt,
+                "strength_units": "relative" if max_acts is not None else "raw",
+                "settings": settings.to_dict(),
+                "interventions": [
+                    {**iv.to_dict(), "label": labels.get(iv.latent)} for iv in interventions
+                ],
+                "explanations": {
+                    str(iv.latent): explanation_json(catalog, iv.latent) for iv in interventions
+                },
+                "baseline": baseline,
+                "steered": steered,
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
-def _status(message: str, quiet: bool):
-    import contextlib
-
+@contextlib.contextmanager
+def _side_by_side(lm, sae, interventions, labels, units, settings):
+    """Print the header, then yield show(rows): the baseline | steered table, redrawn as
+    the rows grow (rich Live). Where stdout is not a terminal only the finished table is
+    written, so a file gets the table and no redraws."""
     from rich.console import Console
-
-    console = Console(stderr=True)
-    if quiet or not console.is_terminal:
-        return contextlib.nullcontext()
-    return console.status(message)
-
-
-def _print_side_by_side(lm, sae, interventions, labels, units, settings, baseline, steered) -> None:
-    from rich.console import Console
+    from rich.live import Live
     from rich.table import Table
     from rich.text import Text
 
@@ -196,9 +190,6 @@ def _print_side_by_side(lm, sae, interventions, labels, units, settings, baselin
             f" · {'greedy' if settings.temperature == 0 else f'T={settings.temperature:g} seed={settings.seed}'}",
         )
     )
-    table = Table(show_lines=False, expand=True)
-    table.add_column("baseline", ratio=1, overflow="fold")
-    table.add_column(f"steered: {steer_desc}", ratio=1, overflow="fold")
 
     def cell(row: dict) -> Text:
         text = Text(row["text"])
@@ -206,5 +197,13 @@ def _print_side_by_side(lm, sae, interventions, labels, units, settings, baselin
             text.append(" ⏹", style="dim")
         return text
 
-    table.add_row(cell(baseline), cell(steered))
-    console.print(table)
+    def table(rows: list[dict]) -> Table:
+        grid = Table(show_lines=False, expand=True)
+        grid.add_column("baseline", ratio=1, overflow="fold")
+        grid.add_column(f"steered: {steer_desc}", ratio=1, overflow="fold")
+        grid.add_row(*(cell(row) for row in rows))
+        return grid
+
+    empty = {"text": "", "stopped": None}
+    with Live(table([empty, empty]), console=console, auto_refresh=False) as live:
+        yield lambda rows: live.update(table(rows), refresh=True)

@@ -364,16 +364,22 @@ def generate_text(
     settings: GenerationSettings | None = None,
     *,
     max_acts: Tensor | None = None,
+    on_step: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Non-streaming convenience: [{"text", "token_ids", "stopped": "eos"|"length"}] per row."""
+    """[{"text", "token_ids", "stopped": "eos"|"length"|None}] per row, when all are done.
+
+    on_step(rows so far) after every step: `steer generate` prints the texts as they grow
+    ("stopped" is None while a row still runs)."""
     settings = settings or GenerationSettings()
     prompt_ids = build_prompt_ids(lm, prompt, settings.chat)
-    out = [{"text": "", "token_ids": [], "stopped": "length"} for _ in rows]
+    out = [{"text": "", "token_ids": [], "stopped": None} for _ in rows]
     stop = eos_ids(lm) if settings.stop_on_eos else set()
     for events in generate_rows(lm, sae, prompt_ids, rows, settings, max_acts=max_acts):
         for e in events:
             out[e.row]["text"] += e.text
             out[e.row]["token_ids"].append(e.token_id)
-            if e.done and e.token_id in stop:
-                out[e.row]["stopped"] = "eos"
+            if e.done:
+                out[e.row]["stopped"] = "eos" if e.token_id in stop else "length"
+        if on_step is not None:
+            on_step(out)
     return out
