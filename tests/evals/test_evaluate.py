@@ -102,3 +102,110 @@ def test_find_sae_dirs_in_a_run_folder(tmp_path):
         find_sae_dirs(tmp_path / "missing")
     with pytest.raises(ValueError, match="holds no SAE checkpoint"):
         find_sae_dirs(tmp_path / "train_state")
+
+
+def spliced_log_probs(lm, ids, layer, keep, replacement, skip):
+    """Next-token log-probs (B, T'-1, vocab) of a plain forward whose residual after
+    `layer` is replaced by `replacement` at the kept positions (None: clean)."""
+
+    def hook(_m, _a, output):
+        resid = (output[0] if isinstance(output, tuple) else output).clone()
+        if replacement is not None:
+            resid[:, skip:][keep] = replacement
+        return (resid, *output[1:]) if isinstance(output, tuple) else resid
+
+    handle = lm.block(layer).register_forward_hook(hook)
+    try:
+        logits = lm.model(ids).logits[:, skip:-1]  # (B, T'-1, vocab)
+    finally:
+        handle.remove()
+    return F.log_softmax(logits.float(), -1)
+
+
+@torch.no_grad()
+def brute_force_eval(lm, saes, layer, ctx, batch, skip=1, outlier=10.0):
+    """The definitions, one plain forward per variant and batch: a hook at `layer`
+    splices in zeros or x_hat, whole-vocab fp32 softmaxes give CE and KL."""
+    out = {n: {"err": 0.0, "ce": 0.0, "kl": 0.0, "l0": 0.0} for n in saes}
+    xs, ce_clean, ce_zero, n_preds = [], 0.0, 0.0, 0
+    for start in range(0, len(ctx), batch):
+        ids = torch.stack(ctx[start : start + batch])  # (B, T)
+        x = lm.residual(ids, layer)[:, skip:]  # (B, T', d)
+        norms = x.norm(dim=-1)
+        keep = norms <= outlier * norms.median()  # (B, T')
+        xs.append(x[keep])
+
+        targets = ids[:, skip + 1 :, None]
+        logp_clean = spliced_log_probs(lm, ids, layer, keep, None, skip)
+        zero = spliced_log_probs(lm, ids, layer, keep, torch.zeros(()), skip)
+        ce_clean -= float(logp_clean.gather(-1, targets).sum())
+        ce_zero -= float(zero.gather(-1, targets).sum())
+        n_preds += targets.numel()
+        for name, sae in saes.items():
+            acts, idx = sae.encode(x[keep])
+            x_hat = sae.decode(acts, idx)
+            logp = spliced_log_probs(lm, ids, layer, keep, x_hat, skip)
+            o = out[name]
+            o["err"] += float((x[keep] - x_hat).pow(2).sum())
+            o["l0"] += float((acts > 0).sum())
+            o["ce"] -= float(logp.gather(-1, targets).sum())
+            kl = F.kl_div(logp, logp_clean, log_target=True, reduction="sum")
+            o["kl"] += float(kl)
+    x = torch.cat(xs)
+    total_var = float((x - x.mean(0)).pow(2).sum())
+    res = {}
+    for name, o in out.items():
+        ce_sae = o["ce"] / n_preds
+        res[name] = {
+            "fvu": o["err"] / total_var,
+            "l0": o["l0"] / len(x),
+            "ce_clean": ce_clean / n_preds,
+            "ce_zero": ce_zero / n_preds,
+            "ce_sae": ce_sae,
+            "kl": o["kl"] / n_preds,
+            "tokens": len(x),
+        }
+    return res
+
+
+@pytest.mark.parametrize(
+    "family, attention",
+    [("llama", "sdpa"), ("llama", "eager"), ("gpt2", "eager"), ("gpt_neox", "eager")],
+)
+def test_metrics_match_one_forward_per_variant(family, attention, monkeypatch, one_thread):
+    """The eval runs blocks 0..L once and the softmaxes a few positions at a time: its
+    metrics are those of the plain definitions (a separate forward per variant). Eager
+    attention hands the later blocks a (B, 1, T, T) mask, which must be stacked too."""
+    from conftest import make_tiny_lm
+
+    import steer.evals.evaluate as ev
+
+    lm = make_tiny_lm(family)
+    lm.model.set_attn_implementation(attention)
+    vocab = lm.unembed.weight.shape[0]
+    monkeypatch.setattr(ev, "CHUNK_BYTES", 4 * 5 * vocab * 3)  # 3 positions per step
+    torch.manual_seed(2)
+    saes = {"a": TopKSAE(SAEConfig(D, 64, 4)), "b": TopKSAE(SAEConfig(D, 96, 8)), "z": zero_sae()}
+    ctx = contexts(n=7, t=12, seed=5)
+    cfg = EvalConfig(tokens=10_000, batch_contexts=3, autocast=False)
+    got = evaluate_saes(lm, saes, LAYER, ctx, cfg)
+    want = brute_force_eval(lm, saes, LAYER, ctx, batch=3)
+    for name in saes:
+        for key, value in want[name].items():
+            assert got[name][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
+    assert got["z"]["ce_sae"] == pytest.approx(got["z"]["ce_zero"], rel=1e-6)
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_lm_head_computes_what_the_model_computes(tiny_lm, autocast):
+    """The eval casts a Linear head's weight to bf16 once: logits are bit for bit those
+    of the head under autocast (and of the plain head without it)."""
+    from steer.evals.evaluate import _autocast, lm_head
+
+    h = torch.randn(3, 5, D)
+    with torch.inference_mode(), _autocast(tiny_lm, autocast):
+        want = tiny_lm.unembed(h)
+    with torch.inference_mode():
+        got = lm_head(tiny_lm, autocast)(h)
+    assert got.dtype == (torch.bfloat16 if autocast else torch.float32)
+    assert torch.equal(got, want)
