@@ -185,10 +185,30 @@ def plot(wins: dict, n: int, path: str) -> None:
     ax.barh(names[::-1], [wins[c] / n for c in names[::-1]], color="C0")
     for i, c in enumerate(names[::-1]):
         ax.text(wins[c] / n + 0.01, i, f"{wins[c]}/{n}", va="center", fontsize=8)
-    ax.set(xlim=(0, 1), xlabel=f"concepts steered (of {n}; >= 2 of 3 prompts, coherent)")
+    ax.set(xlim=(0, 1.15), xlabel=f"concepts steered (of {n}; >= 2 of 3 prompts, coherent)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def summary(results: list[dict], sae: str, plot_path: str = "") -> None:
+    """Print the columns' totals (and draw the bar chart) from per-concept results."""
+    n = len(results)
+    wins = {c: sum(bool(r[c]) for r in results) for c in COLUMNS}
+    seconds = [r["seconds"] for r in results]
+    print(f"\n{n} concepts x {len(PROMPTS)} prompts, {N_TOKENS} greedy tokens, SAE {sae}")
+    for c in COLUMNS:
+        print(f"  {c:14s} {wins[c]}/{n} = {wins[c] / max(n, 1):.0%}")
+    explained = [r["vector_explained"] for r in results]
+    print(
+        f"  the first {N_PARTS} features of each vector explain "
+        f"{sum(explained) / max(n, 1):.0%} of it on average"
+    )
+    print(
+        f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
+    )
+    if plot_path:
+        plot(wins, n, plot_path)
 
 
 def main() -> None:
@@ -198,8 +218,15 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated concepts to run")
     parser.add_argument("--json", default="", help="write per-concept results here")
     parser.add_argument("--plot", default="", help="write the side-by-side bar chart (PNG) here")
+    parser.add_argument(
+        "--from-json", default="", help="print the totals (and --plot) of a saved --json run"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            summary(json.load(f)["results"][: args.concepts], args.sae, args.plot)
+        return
     torch.set_num_threads(args.threads)
 
     from steer.features.catalog import FeatureCatalog
@@ -214,33 +241,16 @@ def main() -> None:
     prompt_ids = [build_prompt_ids(lm, p) for p in PROMPTS]
     base = [greedy_replies(lm, sae, p, [[]], N_TOKENS)[0] for p in prompt_ids]
 
-    wins = dict.fromkeys(COLUMNS, 0)
     results = []
     for word in words:
         row = run_concept(lm, sae, catalog, word, prompt_ids, base)
-        for c in COLUMNS:
-            wins[c] += row[c]
         results.append(row)
         marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in COLUMNS)
         print(f"{word:10s} {marks}  {row['seconds']:.1f}s  {row['levers'][:1]}", flush=True)
         if args.json:  # after every concept, so a long run stopped early keeps what it did
             with open(args.json, "w") as f:
-                json.dump({"results": results, "wins": wins, "n": len(results)}, f, indent=1)
-    n = len(results)
-    seconds = [r["seconds"] for r in results]
-    print(f"\n{n} concepts x {len(PROMPTS)} prompts, {N_TOKENS} greedy tokens, SAE {args.sae}")
-    for c in COLUMNS:
-        print(f"  {c:14s} {wins[c]}/{n} = {wins[c] / max(n, 1):.0%}")
-    explained = [r["vector_explained"] for r in results]
-    print(
-        f"  the first {N_PARTS} features of each vector explain "
-        f"{sum(explained) / max(n, 1):.0%} of it on average"
-    )
-    print(
-        f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
-    )
-    if args.plot:
-        plot(wins, n, args.plot)
+                json.dump({"results": results, "n": len(results)}, f, indent=1)
+    summary(results, args.sae, args.plot)
 
 
 if __name__ == "__main__":
