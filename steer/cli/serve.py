@@ -72,6 +72,7 @@ def serve(
     service = SteeringService(
         lm,
         sae_model,
+        sae_dir=sae,
         max_acts=catalog.max_acts if catalog is not None else None,
         default_steer=steer,
         max_tokens=max_tokens,
@@ -84,7 +85,8 @@ def serve(
     units = "x max activation" if catalog is not None else "raw SAE units"
     typer.echo(
         f"serving {service.model_id} steered by {sae} ({sae_model.cfg.hookpoint}, strengths in "
-        f"{units}) at http://{host}:{port}/v1 · default steer: {steer or '(baseline)'}",
+        f"{units}) at http://{host}:{port}/v1 · default steer: "
+        f"{service.default_steer or '(baseline)'}",
         err=True,
     )
     try:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from .service import Job, Piece, SteeringService
+from .steering import SteeringError
 
 log = logging.getLogger("steer.serve")
 
@@ -203,14 +204,11 @@ def _prepare(service: SteeringService, req: _Sampling, prompt, chat) -> Job:
             seed=req.seed,
             stop=stop,
         )
+    except SteeringError as err:
+        raise ApiError(400, _one_line(err), param="steer") from None
     except ValueError as err:
-        param = "steer" if _about_steering(str(err)) else None
-        raise ApiError(400, _one_line(err), param=param) from None
+        raise ApiError(400, _one_line(err)) from None
     return steer_job
-
-
-def _about_steering(message: str) -> bool:
-    return any(w in message for w in ("feature", "strength", "steer", "mode", "SAE"))
 
 
 def _one_line(err: Exception) -> str:

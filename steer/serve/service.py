@@ -18,11 +18,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import Tensor
 
 from steer.lm.models import LoadedModel
-from steer.steering import Intervention, check_latent
+from steer.steering import Intervention
 from steer.steering.generate import (
     GenerationSettings,
     build_prompt_ids,
@@ -31,7 +32,7 @@ from steer.steering.generate import (
     max_positions,
 )
 
-from .steering import format_levers, parse_levers
+from .steering import read_steering
 
 DEFAULT_MAX_TOKENS = 256
 """Tokens per reply when a request names no max_tokens (fewer when the context is short)."""
@@ -97,6 +98,7 @@ class StopScanner:
 class SteeringService:
     """A model and (optionally) an SAE behind a one-thread queue of generation jobs.
 
+    sae_dir: the SAE's folder, where saved vectors (`v:NAME` in expressions) live.
     default_steer: the expression used when a request names none ("" = the baseline).
     max_acts (n_latents,): strengths are multiples of each latent's max activation (the
     SAE's catalog), as in `steer generate`; None: raw SAE units.
@@ -107,30 +109,23 @@ class SteeringService:
         lm: LoadedModel,
         sae=None,
         *,
+        sae_dir: str | Path | None = None,
         max_acts: Tensor | None = None,
         default_steer: str = "",
         max_tokens: int = DEFAULT_MAX_TOKENS,
         model_id: str | None = None,
     ):
         self.lm, self.sae, self.max_acts = lm, sae, max_acts
+        self.sae_dir = sae_dir
         self.model_id = model_id or lm.name
         self.max_tokens = max_tokens
-        self._levers(default_steer)  # a bad default fails here, before the server starts
-        self.default_steer = default_steer
+        # a bad default fails here, before the server starts; kept as the printer writes it
+        self.default_steer = read_steering(default_steer, sae, sae_dir)[1]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steer-model")
         self._pending = 0
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------ requests -> jobs
-    def _levers(self, steer: str) -> list[Intervention]:
-        """The levers of an expression, checked against the SAE ("" -> none)."""
-        levers = parse_levers(steer)
-        if levers and self.sae is None:
-            raise ValueError("this server has no SAE: it can only run the baseline")
-        for lever in levers:
-            check_latent(lever.latent, self.sae.n_latents)
-        return levers
-
     def prepare(
         self,
         prompt: str | list[dict],
@@ -148,7 +143,7 @@ class SteeringService:
         prompt: a text (completions: no chat template when chat=False) or chat messages;
         chat=None: the template when the tokenizer has one, as `steer generate` does.
         Unset sampling fields take `steer generate`'s defaults (greedy, seed 0)."""
-        levers = self._levers(steer)
+        levers, steer = read_steering(steer, self.sae, self.sae_dir)  # SteeringError
         ids = build_prompt_ids(self.lm, prompt, chat)  # (P,)
         limit = max_positions(self.lm)
         room = None if limit is None else limit - ids.numel()
@@ -167,7 +162,7 @@ class SteeringService:
         settings = GenerationSettings(
             max_new_tokens=max_tokens, **{k: v for k, v in given.items() if v is not None}
         )
-        return Job(ids, levers, settings, list(stop or []), format_levers(levers))
+        return Job(ids, levers, settings, list(stop or []), steer)
 
     # ------------------------------------------------------------ running jobs
     def submit(

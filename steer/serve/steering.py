@@ -1,25 +1,32 @@
-"""The one place the server reads and writes steering expressions.
+"""A request's steering expression -> the levers the model thread applies, and back.
 
-A request's `steer` field and `steer serve --steer` are steering expressions; "" is the
-baseline (no levers).
+The expression language is steer.steering.expr's (`2.5 #2374 + 0.4 #55:add @generated`);
+"" is the baseline (no levers). Saved vectors (`v:NAME`) are read from beside the SAE.
 """
 
 from __future__ import annotations
 
-from steer.steering import Intervention, parse_feature
+from pathlib import Path
+
+from steer.steering import Intervention
+from steer.steering.expr import format_steering, parse_steering, resolve_recipe
 
 
-def parse_levers(text: str) -> list[Intervention]:
-    """The levers of a steering expression ("" -> [])."""
+class SteeringError(ValueError):
+    """The request's steering is at fault (syntax, a feature out of range, no such vector)."""
+
+
+def read_steering(text: str, sae, sae_dir: str | Path | None) -> tuple[list[Intervention], str]:
+    """(levers checked against the SAE, the expression as the printer writes it)."""
     if not isinstance(text, str):
-        raise ValueError(f"steer must be a string, got {text!r}")
-    return [parse_feature(spec) for spec in text.replace(",", " ").split()]
-
-
-def format_levers(levers: list[Intervention]) -> str:
-    """The expression of a list of levers (what the server reports it applied)."""
-    return ", ".join(
-        f"{iv.latent}:ablate" if iv.mode == "ablate" else f"{iv.latent}={iv.strength:g}:{iv.mode}"
-        for iv in levers
-        if iv.enabled
-    )
+        raise SteeringError(f"steer must be a steering expression (a string), got {text!r}")
+    try:
+        recipe = parse_steering(text)
+        if recipe and sae is None:
+            raise ValueError("this server has no SAE: it can only run the baseline")
+        levers = resolve_recipe(recipe, sae, sae_dir) if recipe else []
+    except SteeringError:
+        raise
+    except ValueError as err:
+        raise SteeringError(str(err).strip().splitlines()[0]) from None
+    return levers, format_steering(recipe)

@@ -24,7 +24,8 @@ from steer.serve.service import SteeringService
 from steer.steering import open_sae
 
 PROMPT = "The Golden Gate"
-STEER = "0=40:add"  # the planted " Bridge" latent, raw units (the SAE has no catalog)
+STEER = "40 #0:add"  # the planted " Bridge" latent, raw units (the SAE has no catalog)
+FEATURE = "0=40:add"  # the same lever as steer generate --feature writes it
 KEY = "sk-test-token"
 
 
@@ -76,7 +77,7 @@ def client(url):
 
 def generate_cli(sae_dir, *flags) -> dict:
     """`steer generate ... --json` for PROMPT, greedy, 8 tokens: baseline and steered rows."""
-    args = ["generate", "--sae", sae_dir, "-p", PROMPT, "-n", 8, "-f", STEER, *flags, "--json"]
+    args = ["generate", "--sae", sae_dir, "-p", PROMPT, "-n", 8, "-f", FEATURE, *flags, "--json"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -96,7 +97,7 @@ def test_chat_equals_steer_generate_steered_and_baseline(client, service, sae_di
     assert steered.choices[0].message.content == cli["steered"]["text"]
     assert steered.choices[0].finish_reason == "length"
     assert steered.usage.completion_tokens == 8
-    assert steered.model_extra["steer"] == "0=40:add"
+    assert steered.model_extra["steer"] == STEER
     for baseline_request in ({"steer": ""}, {"steer": None}):
         baseline = client.chat.completions.create(**ask, extra_body=baseline_request)
         assert baseline.choices[0].message.content == cli["baseline"]["text"]
@@ -104,6 +105,19 @@ def test_chat_equals_steer_generate_steered_and_baseline(client, service, sae_di
     # no "steer" field: the server's default (here the baseline)
     default = client.chat.completions.create(**ask)
     assert default.choices[0].message.content == cli["baseline"]["text"]
+
+
+def test_where_a_lever_applies_follows_the_expression(client, service, sae_dir):
+    messages = [{"role": "user", "content": PROMPT}]
+    for where in ("prompt", "generated"):  # the tiny model copies: both read " Bridge"s
+        cli = generate_cli(sae_dir, "--positions", where)
+        reply = client.chat.completions.create(
+            model=service.model_id,
+            messages=messages,
+            max_tokens=8,
+            extra_body={"steer": f"{STEER} @{where}"},
+        )
+        assert reply.choices[0].message.content == cli["steered"]["text"]
 
 
 def test_completions_equal_steer_generate_without_the_template(client, service, sae_dir):
@@ -233,7 +247,10 @@ def test_bad_requests_get_openai_error_bodies(url, service, client):
     status, error = error_of(url, {**chat, "model": "gpt-4o"})
     assert (status, error["code"], error["param"]) == (404, "model_not_found", "model")
     status, error = error_of(url, {**chat, "steer": "0=oops"})
-    assert status == 400 and error["param"] == "steer" and "0=oops" in error["message"]
+    assert status == 400 and error["param"] == "steer"
+    assert error["message"] == "steering expression, column 3: unexpected 'oops': expected a number"
+    status, error = error_of(url, {**chat, "steer": "2 v:nowhere"})
+    assert status == 400 and error["param"] == "steer" and "nowhere" in error["message"]
     status, error = error_of(url, {**chat, "steer": "64=3"})
     assert status == 400 and "feature 64 is out of range" in error["message"]
     status, error = error_of(url, {**chat, "temperature": -1})
@@ -250,4 +267,4 @@ def test_bad_requests_get_openai_error_bodies(url, service, client):
     assert status == 404
     with pytest.raises(openai.BadRequestError) as caught:  # what a client sees
         client.chat.completions.create(**chat, extra_body={"steer": "7=1:sideways"})
-    assert "unknown steering mode" in caught.value.body["message"]
+    assert "unknown mode 'sideways'" in caught.value.body["message"]

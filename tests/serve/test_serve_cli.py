@@ -25,7 +25,7 @@ def test_serve_wires_its_flags_into_the_server(sae_dir, captured):
         "serve", "--sae", sae_dir, "--steer", "0=40:add", "--api-key", KEY, "--port", 8123
     )
     assert result.exit_code == 0, result.output
-    assert "default steer: 0=40:add" in result.stderr
+    assert "default steer: 40 #0:add" in result.stderr  # as the printer writes it
     ((app, options),) = captured
     assert options["host"] == "127.0.0.1" and options["port"] == 8123  # localhost by default
     expected = generate_cli(sae_dir, "--no-chat")
@@ -41,7 +41,7 @@ def test_serve_wires_its_flags_into_the_server(sae_dir, captured):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--steer", "0=oops"], "bad strength in feature '0=oops'"),
+        (["--steer", "0=oops"], "steering expression, column 3: unexpected 'oops'"),
         (["--steer", "64=2"], "feature 64 is out of range"),
         (["--port", "0"], "--port must be in 1..65535"),
         (["--max-tokens", "0"], "--max-tokens must be at least 1"),

@@ -47,11 +47,13 @@ def test_jobs_run_one_at_a_time_in_order(service, monkeypatch):
                 running[0] -= 1
 
     monkeypatch.setattr(service, "run", counted)
-    jobs = [service.prepare("Paris is", chat=False, steer=s) for s in ("", "0=40:add", "1=5")]
+    jobs = [
+        service.prepare("Paris is", chat=False, steer=s) for s in ("", "0=40:add", "1=5 @prompt")
+    ]
     futures = [service.submit(job, lambda piece: None) for job in jobs]
     for future in futures:
         future.result(timeout=60)
-    assert most[0] == 1 and order == ["", "0=40:add", "1=5:clamp"]
+    assert most[0] == 1 and order == ["", "40 #0:add", "5 #1 @prompt"]
     assert service.pending == 0
 
 
