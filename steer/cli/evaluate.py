@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .options import friendly_errors, resolve_device
+from .options import SAE_DEFAULT_HELP, friendly_errors, resolve_device, sae_or_default
 
 
 def _count(value: str) -> int:
@@ -20,9 +20,10 @@ def _count(value: str) -> int:
 @friendly_errors
 def evaluate(
     sae: Path = typer.Option(
-        ...,
+        None,
         "--sae",
-        help="An SAE folder (ours, EleutherAI sparsify or SAELens format), or a run folder holding several (one per width/k).",
+        help="An SAE folder (ours, EleutherAI sparsify or SAELens format), or a run folder holding several (one per width/k)."
+        + SAE_DEFAULT_HELP,
     ),
     model: str = typer.Option(
         None,
@@ -160,7 +161,7 @@ def evaluate(
     dev = check_device(resolve_device(device))
     if split not in ("auto", "heldout", "all"):
         raise ValueError(f"--split must be auto, heldout or all, got {split!r}")
-    folders = find_sae_dirs(sae)
+    folders = find_sae_dirs(sae_or_default(sae, model))
     saes = {name: load_sae(folder) for name, folder in folders.items()}  # native, sparsify, SAELens
     first = next(iter(saes.values()))
     prov = provenance_of(first.cfg)

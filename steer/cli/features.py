@@ -11,12 +11,14 @@ import typer
 from .options import (
     DEVICE_HELP,
     MODEL_HELP,
+    SAE_DEFAULT_HELP,
     SAE_HELP,
     explanation_json,
     feature_caption,
     friendly_errors,
     load_catalog_for,
     load_for_steering,
+    sae_or_default,
 )
 
 HEAT = [
@@ -31,7 +33,7 @@ HEAT = [
 @friendly_errors
 def features(
     text: str = typer.Argument(None, help="A text: list the latents that fire most on it."),
-    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    sae: Path = typer.Option(None, "--sae", help=SAE_HELP + SAE_DEFAULT_HELP),
     id: int = typer.Option(None, "--id", help="Show the catalog entry of this latent."),
     search: str = typer.Option(
         None,
@@ -78,6 +80,7 @@ def features(
         raise ValueError("--search is empty: give a word to look for")
     if top < 1:
         raise ValueError(f"--top must be positive, got {top}")
+    sae = sae_or_default(sae, model)
     if toward is not None:
         _toward(sae, toward, top, model, device, json_out)
     elif family:

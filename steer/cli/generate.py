@@ -20,19 +20,32 @@ from .options import (
     load_catalog_for,
     load_for_steering,
     max_positions,
+    sae_or_default,
 )
 
 
 # ---------------------------------------------------------------------- the command
 @friendly_errors
 def generate(
-    sae: Path = typer.Option(None, "--sae", help=SAE_HELP + " Default: the one a --preset names."),
+    sae: Path = typer.Option(
+        None,
+        "--sae",
+        help=SAE_HELP + " Default: the one a --preset names, else the SAE shipped for the "
+        "embedded model.",
+    ),
     prompt: str = typer.Option(
         None,
         "--prompt",
         "-p",
         help="The prompt (wrapped in the chat template of instruct models). Default: the "
         "one a --preset records (a run exported by `steer history export`).",
+    ),
+    steer: str = typer.Option(
+        None,
+        "--steer",
+        "-e",
+        help="A steering expression, e.g. '2.5 #2374 + 0.4 #55:add @generated' or "
+        "'3 #100 @when:#55>0.4' (README: Steering expressions). Adds to --feature.",
     ),
     feature: list[str] = typer.Option(
         [],
@@ -83,6 +96,7 @@ def generate(
     between them is the steering."""
 
     from steer.steering import parse_feature
+    from steer.steering.expr import Recipe, format_steering, parse_steering, resolve_recipe
     from steer.steering.generate import GenerationSettings, generate_text
     from steer.steering.presets import load_preset
     from steer.steering.presets import save_preset as write_preset
@@ -101,9 +115,10 @@ def generate(
         raise ValueError("give a prompt with --prompt")
     if not prompt.strip():
         raise ValueError("the prompt is empty")
-    if sae is None:
-        raise ValueError("give the SAE with --sae DIR")
+    if steer is not None:  # a bad expression stops here, before any model work
+        interventions += parse_steering(steer).interventions()
     interventions += [parse_feature(spec, mode) for spec in feature]
+    sae = sae_or_default(sae, model)
     overrides = {
         "max_new_tokens": max_tokens,
         "temperature": temperature,
@@ -117,12 +132,12 @@ def generate(
     )
     if not any(iv.enabled for iv in interventions):
         raise ValueError(
-            "nothing to steer: give --feature INDEX=STRENGTH (or a --preset with features)"
+            "nothing to steer: give --steer EXPR or --feature INDEX=STRENGTH (or a --preset)"
         )
+    recipe = Recipe(tuple(interventions))
 
-    lm, sae_model = load_for_steering(
-        sae, model, device, dtype, [iv.latent for iv in interventions]
-    )
+    lm, sae_model = load_for_steering(sae, model, device, dtype, recipe.features)
+    interventions = resolve_recipe(recipe, sae_model, sae)  # vectors loaded
     limit = max_positions(lm)
     if limit is not None and settings.max_new_tokens >= limit:
         raise ValueError(
@@ -134,10 +149,9 @@ def generate(
         write_preset(save_preset, interventions, settings, sae=str(sae))
 
     units = "x max activation" if max_acts is not None else "raw SAE units"
-    labels = (
-        {iv.latent: catalog.label(iv.latent) for iv in interventions} if catalog is not None else {}
-    )
-    captions = {iv.latent: feature_caption(catalog, iv.latent) for iv in interventions}
+    features = recipe.features
+    labels = {i: catalog.label(i) for i in features} if catalog is not None else {}
+    captions = {i: feature_caption(catalog, i) for i in features}
     rows = [[], interventions]
     if not json_out:  # the table grows token by token, as in the playground
         with _side_by_side(lm, sae_model, interventions, captions, units, settings) as show:
@@ -156,9 +170,8 @@ def generate(
                 "interventions": [
                     {**iv.to_dict(), "label": labels.get(iv.latent)} for iv in interventions
                 ],
-                "explanations": {
-                    str(iv.latent): explanation_json(catalog, iv.latent) for iv in interventions
-                },
+                "steer": format_steering(recipe),
+                "explanations": {str(i): explanation_json(catalog, i) for i in features},
                 "baseline": baseline,
                 "steered": steered,
             },
@@ -178,8 +191,10 @@ def _side_by_side(lm, sae, interventions, labels, units, settings):
     from rich.text import Text
 
     console = Console()
-    steer_desc = ", ".join(
-        iv.describe() + (f" ({labels[iv.latent]})" if labels.get(iv.latent) else "")
+    from steer.steering.expr import format_term
+
+    steer_desc = " + ".join(
+        format_term(iv) + (f" ({labels[iv.latent]})" if labels.get(iv.latent) else "")
         for iv in interventions
         if iv.enabled
     )

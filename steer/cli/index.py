@@ -10,18 +10,20 @@ import typer
 from .options import (
     DEVICE_HELP,
     MODEL_HELP,
+    SAE_DEFAULT_HELP,
     SAE_HELP,
     check_ctx_len,
     check_out_folder,
     friendly_errors,
     load_for_steering,
     parse_tokens,
+    sae_or_default,
 )
 
 
 @friendly_errors
 def index(
-    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    sae: Path = typer.Option(None, "--sae", help=SAE_HELP + SAE_DEFAULT_HELP),
     corpus: str = typer.Option(
         ...,
         "--corpus",
@@ -83,6 +85,7 @@ def index(
     if ctx_len < 8:
         raise ValueError(f"--ctx-len must be at least 8, got {ctx_len}")
     check_out_folder(out)
+    sae = sae_or_default(sae, model)
     lm, sae_model = load_for_steering(sae, model, device)
     check_ctx_len(lm, ctx_len)
     console = Console(stderr=True)

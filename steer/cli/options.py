@@ -256,6 +256,7 @@ def load_catalog_for(sae_dir: Path, sae, warn: bool = True):
 
 
 SAE_HELP = "SAE checkpoint folder (cfg.json + sae.safetensors); its catalog/ is used when present."
+SAE_DEFAULT_HELP = " Default: the SAE shipped for the embedded model (as steer chat opens)."
 MODEL_HELP = "Model to steer (default: the one named in the SAE's cfg.json)."
 DEVICE_HELP = "cpu, cuda, or auto (cuda when available)."
 
@@ -311,13 +312,18 @@ def explanation_json(catalog, latent: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------- the default SAE, prompts
-def sae_or_default(sae: Path | None) -> Path:
+def sae_or_default(sae: Path | None, model: str | None = None) -> Path:
     """--sae, or the SAE shipped for the embedded model (said on stderr), as `steer chat`
-    opens it."""
+    opens it. Every command taking --sae calls this (generate, features, index, eval,
+    serve, vector, sweep), so they all default the same way. With another --model there
+    is no default."""
     if sae is not None:
-        return sae
+        return Path(sae)
     from steer.app.checkpoints import find_default_sae
+    from steer.lm.models import DEFAULT_MODEL, EMBEDDED_HUB_ID
 
+    if model not in (None, DEFAULT_MODEL, EMBEDDED_HUB_ID):
+        raise ValueError(f"give the SAE with --sae DIR (the shipped SAE is for {DEFAULT_MODEL})")
     found = find_default_sae()
     if found is None:
         raise ValueError("no --sae given and no shipped SAE found: give --sae DIR")

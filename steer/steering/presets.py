@@ -4,13 +4,16 @@
       "version": 1,
       "name": "golden-gate",
       "sae": "checkpoints/smollm2-l16-18k",          # optional: the SAE it was made for
+      "steer": "10 #1234",                             # the levers as an expression (expr.py)
       "interventions": [{"latent": 1234, "strength": 10.0, "mode": "clamp", "enabled": true}],
       "settings": {"max_new_tokens": 64, "temperature": 0.0, "positions": "all", ...},
       "notes": "",
       "prompt": "...", "model": "..."                 # optional: what to replay
     }
 
-Shared by `steer generate --preset FILE` and the playground (steer chat).
+Shared by `steer generate --preset FILE` and the playground (steer chat). A preset names its
+levers with "steer" (the expression), "interventions" (the list older steers wrote and
+read) or both; written presets carry both, and a file whose two disagree is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from sae import atomic_write
 
 from .generate import GenerationSettings
+from .expr import Recipe, format_steering, parse_steering
 from .intervention import Intervention
 
 PRESET_VERSION = 1
@@ -44,6 +48,7 @@ class Preset:
         out: dict = {"version": PRESET_VERSION, "name": self.name}
         if self.sae:
             out["sae"] = self.sae
+        out["steer"] = format_steering(self.interventions)
         out["interventions"] = [iv.to_dict() for iv in self.interventions]
         if self.settings is not None:
             out["settings"] = self.settings.to_dict()
@@ -67,7 +72,7 @@ class Preset:
         if not isinstance(items, list):
             raise ValueError(f"{source}: 'interventions' must be a list")
         try:
-            interventions = [Intervention.from_dict(d) for d in items]
+            interventions = _levers(data, items, source)
             settings = data.get("settings")
             settings = GenerationSettings.from_dict(settings) if settings is not None else None
         except (TypeError, ValueError) as err:
@@ -81,6 +86,19 @@ class Preset:
             _text_or_none(data.get("prompt"), "prompt", source),
             _text_or_none(data.get("model"), "model", source),
         )
+
+
+def _levers(data: dict, items: list, source: str) -> list[Intervention]:
+    """The preset's levers: its expression, its list, or both when they agree."""
+    listed = [Intervention.from_dict(d) for d in items]
+    if "steer" not in data:
+        return listed
+    if not isinstance(data["steer"], str):
+        raise ValueError("'steer' must be a steering expression (text)")
+    said = parse_steering(data["steer"]).interventions()
+    if "interventions" in data and Recipe(tuple(listed)) != Recipe(tuple(said)):
+        raise ValueError("'steer' and 'interventions' name different levers: keep one of them")
+    return said
 
 
 def _text_or_none(value, key: str, source: str) -> str | None:
