@@ -80,7 +80,7 @@ def test_generate_prints_both_completions(sae_dir):
         "--no-chat",
     )
     assert result.exit_code == 0, result.output
-    assert "baseline" in result.stdout and "steered: 0=10 clamp" in result.stdout
+    assert "baseline" in result.stdout and "steered: 10 #0" in result.stdout  # the expression
     assert "positions=generated" in result.stdout
 
 
