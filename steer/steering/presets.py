@@ -24,8 +24,8 @@ from pathlib import Path
 
 from sae import atomic_write
 
-from .generate import GenerationSettings
 from .expr import Recipe, format_steering, parse_steering
+from .generate import GenerationSettings
 from .intervention import Intervention
 
 PRESET_VERSION = 1
