@@ -128,6 +128,9 @@ class DistributedTrainer(Trainer):
         active = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size(group) if active else 1
         self.rank = dist.get_rank(group) if active else 0
+        if self.hookpoints is not None and self.world_size > 1:
+            # The loss weights v_r / V (module doc) would be needed per depth.
+            raise ValueError("several depths train in one process: launch without torchrun")
         if cfg.batch_tokens < self.world_size:
             raise ValueError(
                 f"batch_tokens={cfg.batch_tokens} is smaller than the number of processes "

@@ -19,6 +19,13 @@ Recipe (paper §2 and App. A/B):
 
 On disk, in out_dir: `<n>-k<k>/` (cfg.json + sae.safetensors, see TopKSAE.save),
 `metrics.jsonl` (one JSON record per log step) and `train_state/` (sae/state.py).
+
+Several depths at once (`hookpoints=[...]`): the source yields (N, D, d) batches, the
+residuals of D hook points for the same N tokens (one forward pass of the model), and the
+whole family trains at each depth on its slice. Each depth gets `<hookpoint>/` in out_dir
+with its `<n>-k<k>/` checkpoints and its own metrics.jsonl; one train_state/ holds them
+all. Every depth's family starts from the seed's weights and sees its depth's tokens in
+the stream's order, so it trains exactly as a one-depth run on that hook point would.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,197 +46,17 @@ from torch import Tensor
 
 from sae.config import SAEConfig
 from sae.geomedian import geometric_median
-from sae.matryoshka import check_levels, nested_forward
+from sae.matryoshka import nested_forward
 from sae.model import TopKSAE, atomic_write
 from sae.optim import ScheduleFreeSignSGD, default_signum_lr
 from sae.state import load_state, pack, save_state, state_exists, unpack
 from sae.train.baselines import after_step, baseline_step, make_sae
+from sae.train.config import TrainConfig
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 6.25e-10  # paper App. A; the PyTorch default 1e-8 is large next to TopK-sparse grads
-OPTIMIZERS = ("adam", "signum")
 STATE_DIR = "train_state"
 METRICS_FILE = "metrics.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    widths: list[int]
-    """Number of latents of each SAE in the family; every (width, k) pair is trained, all
-    on the same batches."""
-
-    ks: list[int] = field(default_factory=lambda: [32])
-    """Active latents per token (TopK); every (width, k) pair is trained."""
-
-    batch_tokens: int = 4096
-    """Activations (tokens) per optimizer step; the stream is re-chunked to this size."""
-
-    total_tokens: int = 10_000_000
-    """Total training tokens; steps = total tokens // batch tokens."""
-
-    lr: float | None = None
-    """Learning rate (default, per SAE: 2e-4 / sqrt(n_latents / 2^14) with adam, the
-    paper's scaling; 2.5e-3 / sqrt(n_latents / 2^14) with signum)."""
-
-    optimizer: str = "adam"
-    """adam: the paper's recipe (warmup, decay over the last 20%). signum: schedule-free
-    SignSGD as in sparsify; warmup, no decay, faster on short runs."""
-
-    warmup_steps: int = 100
-    """Steps of linear learning-rate warmup from 0."""
-
-    decay_fraction: float = 0.2
-    """Fraction of the steps, at the end, over which the learning rate decays linearly to 0
-    (Adam only: schedule-free averaging takes the place of the decay)."""
-
-    grad_clip: float = 1.0
-    """Clip each SAE's gradient to this global norm (0: no clipping)."""
-
-    auxk_alpha: float = 1 / 32
-    """Weight of the AuxK loss that revives dead latents (paper: 1/32; 0 disables it)."""
-
-    k_aux: int | None = None
-    """Dead latents used by the AuxK loss per token; None: d_in // 2 (paper)."""
-
-    dead_after_tokens: int | None = None
-    """A latent is dead after this many tokens without firing; None: min(10M, total_tokens // 10),
-    at least one batch (the paper's 10M, scaled down for short runs)."""
-
-    multi_topk: bool = False
-    """Multi-TopK loss L(k) + L(4k)/8, so k can be raised at inference."""
-
-    matryoshka: list[int] = field(default_factory=list)
-    """Train one Matryoshka SAE with these nested levels (the last is its width): the first
-    m latents form an SAE of their own for each level m; loss = mean FVU of each prefix
-    alone (sae/matryoshka.py)."""
-
-    archs: list[str] = field(default_factory=lambda: ["topk"])
-    """Architectures to train side by side (sae/train/baselines.py): topk, batchtopk (k from
-    `ks`), relu (one SAE per `l1_coeffs`), jumprelu (one per `l0_coeffs`), each at every width."""
-
-    l1_coeffs: list[float] = field(default_factory=lambda: [1.0])
-    """relu: L1 sparsity coefficients λ (loss = FVU + λ·E[Σ z_i‖W_dec,i‖]/√d)."""
-
-    l0_coeffs: list[float] = field(default_factory=lambda: [1e-3])
-    """jumprelu: L0 sparsity coefficients λ (loss = FVU + λ·E[L0])."""
-
-    save_every_steps: int = 500
-    """Save checkpoints and training state every this many steps."""
-
-    log_every_steps: int = 10
-    """Log metrics (metrics.jsonl, progress callback) every this many steps."""
-
-    seed: int = 0
-    """Seed of the SAE initialisation."""
-
-    device: str = "cpu"
-    """Device the SAEs train on (cpu, cuda, cuda:1, ...)."""
-
-    geomedian_tokens: int = 32768
-    """Tokens from the start of the stream used to set the input scale and b_pre (geometric median)."""
-
-    def __post_init__(self) -> None:
-        self.widths = [int(w) for w in self.widths]
-        self.ks = [int(k) for k in self.ks]
-        if not self.widths or min(self.widths) <= 0:
-            raise ValueError(f"widths must be positive numbers of latents, got {self.widths}")
-        if not self.ks or min(self.ks) <= 0:
-            raise ValueError(f"ks must be positive, got {self.ks}")
-        if len(set(self.widths)) != len(self.widths) or len(set(self.ks)) != len(self.ks):
-            raise ValueError(
-                f"widths and ks must not repeat, got widths {self.widths}, ks {self.ks}"
-            )
-        if max(self.ks) > min(self.widths):
-            raise ValueError(
-                f"k={max(self.ks)} is larger than width {min(self.widths)}: every SAE needs k <= its number of latents"
-            )
-        if self.multi_topk and 4 * max(self.ks) > min(self.widths):
-            raise ValueError(
-                f"multi_topk trains with 4k={4 * max(self.ks)} latents, more than width "
-                f"{min(self.widths)}: use a smaller k or a wider SAE"
-            )
-        for name in (
-            "batch_tokens",
-            "total_tokens",
-            "save_every_steps",
-            "log_every_steps",
-            "geomedian_tokens",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.decay_fraction <= 1.0:
-            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.auxk_alpha < 0:
-            raise ValueError("warmup_steps, grad_clip and auxk_alpha must be >= 0")
-        if self.k_aux is not None and self.k_aux <= 0:
-            raise ValueError(f"k_aux must be positive, got {self.k_aux}")
-        if self.matryoshka:
-            self._check_matryoshka()
-        self._check_archs()
-        if self.dead_after_tokens is not None and self.dead_after_tokens <= 0:
-            raise ValueError(f"dead_after_tokens must be positive, got {self.dead_after_tokens}")
-
-    def _check_archs(self) -> None:
-        from sae.train.baselines import TRAIN_ARCHS
-
-        self.archs = list(self.archs)
-        bad = [a for a in self.archs if a not in TRAIN_ARCHS]
-        if bad or not self.archs or len(set(self.archs)) != len(self.archs):
-            raise ValueError(
-                f"archs must be distinct, from {', '.join(TRAIN_ARCHS)}; got {self.archs}"
-            )
-        if (self.multi_topk or self.matryoshka) and self.archs != ["topk"]:
-            raise ValueError("multi_topk and matryoshka train arch topk only")
-        for name in ("l1_coeffs", "l0_coeffs"):
-            values = [float(v) for v in getattr(self, name)]
-            if not values or min(values) <= 0 or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be distinct positive numbers, got {values}")
-            setattr(self, name, values)
-
-    def specs(self) -> list:
-        """Every SAE of the sweep (sae.train.baselines.SAESpec), in training order."""
-        from sae.train.baselines import SAESpec
-
-        out = []
-        for arch in self.archs:
-            for n in self.widths:
-                if arch in ("topk", "batchtopk"):
-                    out += [SAESpec(arch, n, k=k) for k in self.ks]
-                else:
-                    coeffs = self.l1_coeffs if arch == "relu" else self.l0_coeffs
-                    out += [SAESpec(arch, n, coeff=c) for c in coeffs]
-        return out
-
-    def _check_matryoshka(self) -> None:
-        if len(self.widths) != 1 or len(self.ks) != 1 or self.multi_topk:
-            raise ValueError("a Matryoshka SAE trains alone: one width, one k, no multi_topk")
-        self.matryoshka = check_levels(self.matryoshka, self.widths[0], self.ks[0])
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> its docstring (for CLI help). Read from this module's source."""
-        import ast
-        import inspect
-        import textwrap
-
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-        body = tree.body[0].body
-        out = {}
-        for node, nxt in zip(body, body[1:], strict=False):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)
-            ):
-                out[node.target.id] = " ".join(nxt.value.value.split())
-        return out
 
 
 def sae_name(n_latents: int, k: int) -> str:
@@ -242,15 +69,16 @@ def default_lr(n_latents: int) -> float:
 
 
 class _Batcher:
-    """Re-chunks a stream of (N_i, d) batches into (size, d) batches (the last may be short).
+    """Re-chunks a stream of (N_i, *shape) batches into (size, *shape) batches (the last may
+    be short); shape is (d,), or (D, d) for D depths at once.
 
     Tokens taken from the source but not yet trained on stay in `pending`, which is saved
     in the training state so that a resumed run sees exactly the same batches."""
 
     def __init__(
-        self, it: Iterator, size: int, d_in: int, device: torch.device, pending: Tensor | None
+        self, it: Iterator, size: int, shape: tuple, device: torch.device, pending: Tensor | None
     ):
-        self.it, self.size, self.d_in, self.device = it, size, d_in, device
+        self.it, self.size, self.shape, self.device = it, size, tuple(shape), device
         self.pending: list[Tensor] = (
             [pending.to(device)] if pending is not None and len(pending) else []
         )
@@ -264,11 +92,10 @@ class _Batcher:
             except StopIteration:
                 self.exhausted = True
                 break
-            if not isinstance(batch, Tensor) or batch.ndim != 2 or batch.shape[1] != self.d_in:
+            if not isinstance(batch, Tensor) or tuple(batch.shape[1:]) != self.shape:
                 shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
-                raise ValueError(
-                    f"activation batches must be (N, {self.d_in}) tensors, got {shape}"
-                )
+                want = ", ".join(["N", *map(str, self.shape)])
+                raise ValueError(f"activation batches must be ({want}) tensors, got {shape}")
             if len(batch) == 0:
                 continue
             batch = batch.to(self.device, non_blocking=True)
@@ -286,7 +113,8 @@ class _Batcher:
 
 
 class Trainer:
-    """Trains `saes` ("<n>-k<k>" -> TopKSAE), one per (width, k) of the config."""
+    """Trains `saes` ("<n>-k<k>" -> TopKSAE), one per (width, k) of the config; with
+    `hookpoints`, one family per hook point ("<hookpoint>/<n>-k<k>" -> TopKSAE)."""
 
     def __init__(
         self,
@@ -295,11 +123,18 @@ class Trainer:
         out_dir: str | Path,
         *,
         hookpoint: str = "",
+        hookpoints: list[str] | None = None,
         model_name: str = "",
         provenance: dict | None = None,
     ):
         if d_in <= 0:
             raise ValueError(f"d_in must be positive, got {d_in}")
+        if hookpoints is not None and (
+            not hookpoints or len(set(hookpoints)) != len(hookpoints) or not all(hookpoints)
+        ):
+            raise ValueError(f"hookpoints must be distinct names, got {hookpoints}")
+        # Several depths: one family per hook point, under "<hookpoint>/" (module doc).
+        self.hookpoints = list(hookpoints) if hookpoints is not None else None
         self.cfg = cfg
         self.d_in = d_in
         self.out_dir = Path(out_dir)
@@ -315,29 +150,9 @@ class Trainer:
         self.saes: dict[str, TopKSAE] = {}
         self.specs: dict = {}  # name -> SAESpec (arch, width, sparsity knob)
         self.lrs: dict[str, float] = {}
-        # Same seed -> same initial weights whatever the device, without touching global RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            for spec in cfg.specs():
-                name, n = spec.name, spec.n_latents
-                self.specs[name] = spec
-                fields = dict(hookpoint=hookpoint, model_name=model_name)
-                if spec.arch == "topk":
-                    sae_cfg = SAEConfig(
-                        d_in=d_in,
-                        n_latents=n,
-                        k=spec.k,
-                        multi_topk=cfg.multi_topk,
-                        matryoshka=cfg.matryoshka,
-                        **fields,
-                    )
-                    sae = TopKSAE(sae_cfg, device="cpu")
-                else:
-                    sae = make_sae(spec, d_in, **fields)
-                self.saes[name] = sae.to(self.device)
-                self.lrs[name] = cfg.lr or (
-                    default_signum_lr(n) if cfg.optimizer == "signum" else default_lr(n)
-                )
+        self.depth_of: dict[str, int] = {}  # name -> index of its hook point in the batch
+        for depth, (prefix, point) in enumerate(self._families(hookpoint)):
+            self._build_family(depth, prefix, point, model_name)
         self.optimizers = {
             name: _make_optimizer(cfg.optimizer, sae, self.lrs[name])
             for name, sae in self.saes.items()
@@ -355,6 +170,40 @@ class Trainer:
         self._stop = False
         self._fitted = False
         self._reset_log_window()
+
+    def _families(self, hookpoint: str) -> list[tuple[str, str]]:
+        """(name prefix, hook point) of each depth's family, in the batch's depth order."""
+        if self.hookpoints is None:
+            return [("", hookpoint)]
+        return [(f"{point}/", point) for point in self.hookpoints]
+
+    def _build_family(self, depth: int, prefix: str, hookpoint: str, model_name: str) -> None:
+        cfg, d_in = self.cfg, self.d_in
+        # Same seed -> same initial weights whatever the device and depth, without
+        # touching the global RNG: a depth trains as its one-depth run would.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            for spec in cfg.specs():
+                name, n = prefix + spec.name, spec.n_latents
+                self.specs[name] = spec
+                fields = dict(hookpoint=hookpoint, model_name=model_name)
+                if spec.arch == "topk":
+                    sae_cfg = SAEConfig(
+                        d_in=d_in,
+                        n_latents=n,
+                        k=spec.k,
+                        multi_topk=cfg.multi_topk,
+                        matryoshka=cfg.matryoshka,
+                        **fields,
+                    )
+                    sae = TopKSAE(sae_cfg, device="cpu")
+                else:
+                    sae = make_sae(spec, d_in, **fields)
+                self.saes[name] = sae.to(self.device)
+                self.depth_of[name] = depth
+                self.lrs[name] = cfg.lr or (
+                    default_signum_lr(n) if cfg.optimizer == "signum" else default_lr(n)
+                )
 
     # ------------------------------------------------------------------ public API
     def request_stop(self) -> None:
@@ -390,9 +239,12 @@ class Trainer:
             pending = self._load_state(source)
             self._trim_metrics()
         else:
-            atomic_write(self.out_dir / METRICS_FILE, lambda tmp: Path(tmp).write_text(""))
+            for path in self._metrics_paths().values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda tmp: Path(tmp).write_text(""))
 
-        batcher = _Batcher(iter(source), self.cfg.batch_tokens, self.d_in, self.device, pending)
+        shape = (self.d_in,) if self.hookpoints is None else (len(self.hookpoints), self.d_in)
+        batcher = _Batcher(iter(source), self.cfg.batch_tokens, shape, self.device, pending)
         queue: deque[Tensor] = deque()  # batches taken for initialisation, trained on first
         stopped = "done"
         if not self.initialized:
@@ -408,7 +260,9 @@ class Trainer:
 
         self._reset_log_window()
         logged_step = self.step
-        with open(self.out_dir / METRICS_FILE, "a") as log_file:
+        with contextlib.ExitStack() as files:
+            logs = {p: files.enter_context(open(f, "a")) for p, f in self._metrics_paths().items()}
+            log_file = logs[""] if self.hookpoints is None else logs
             while stopped == "done" and self.step < self.total_steps:
                 if self._stop:
                     stopped = "interrupted"
@@ -445,7 +299,9 @@ class Trainer:
         can_be_dead = cfg.auxk_alpha > 0 and self.tokens > self.dead_after_tokens
         checks: list[Tensor] = []
         fired: dict[str, Tensor] = {}
+        inputs = self._depth_inputs(x)
         for name, sae in self.saes.items():
+            x = inputs[self.depth_of[name]]  # (N, d)
             dead_mask = self.since_fired[name] > self.dead_after_tokens if can_be_dead else None
             if self.specs[name].arch != "topk":
                 progress = self.step / self.total_steps
@@ -469,7 +325,7 @@ class Trainer:
             )
             checks.append(loss.detach())
 
-        n_tokens = self._reduce_tokens(x.shape[0])
+        n_tokens = self._reduce_tokens(inputs[0].shape[0])
         self._reduce_gradients()
         clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         for name, sae in self.saes.items():
@@ -498,6 +354,19 @@ class Trainer:
         self.tokens += n_tokens
         self._window_steps += 1
         return True
+
+    def _depth_inputs(self, x: Tensor) -> list[Tensor]:
+        """Batch (N, d) or (N, D, d) -> each depth's (N, d), contiguous for the matmuls."""
+        if self.hookpoints is None:
+            return [x]
+        return [x[:, i].contiguous() for i in range(x.shape[1])]
+
+    def _metrics_paths(self) -> dict[str, Path]:
+        """Name prefix ("" with one depth, "<hookpoint>/") -> that family's metrics file."""
+        return {
+            prefix: self.out_dir / prefix / METRICS_FILE
+            for prefix, _ in self._families(self.hookpoint)
+        }
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the base lr at 0-based `step`: linear warmup, then linear decay to 0."""
@@ -529,17 +398,18 @@ class Trainer:
     @torch.no_grad()
     def _initialize(self, sample: Tensor) -> bool:
         """Input scale (E||s·x||² = d_in) and b_pre = geometric median of s·x, from sample (M, d)."""
-        xs = sample.to(self.device, torch.float32)
-        mean_sq = xs.pow(2).sum(1).mean()
-        if not torch.isfinite(xs).all() or not mean_sq > 0:
-            return False
-        scale = math.sqrt(self.d_in / float(mean_sq))
-        median = geometric_median(xs * scale)
-        stats = self._broadcast_init(torch.cat([median.new_tensor([scale]), median]))
-        scale, median = float(stats[0]), stats[1:]
-        for sae in self.saes.values():
-            sae.cfg.input_scale = scale
-            sae.b_pre.copy_(median.to(sae.dtype))
+        for depth, xs in enumerate(self._depth_inputs(sample.to(self.device, torch.float32))):
+            mean_sq = xs.pow(2).sum(1).mean()
+            if not torch.isfinite(xs).all() or not mean_sq > 0:
+                return False
+            scale = math.sqrt(self.d_in / float(mean_sq))
+            median = geometric_median(xs * scale)
+            stats = self._broadcast_init(torch.cat([median.new_tensor([scale]), median]))
+            scale, median = float(stats[0]), stats[1:]
+            for name, sae in self.saes.items():
+                if self.depth_of[name] == depth:
+                    sae.cfg.input_scale = scale
+                    sae.b_pre.copy_(median.to(sae.dtype))
         self.initialized = True
         return True
 
@@ -575,25 +445,30 @@ class Trainer:
             "lr": first["lr"],
             "saes": saes,
         }
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
+        # Several depths: each depth's file gets the record of its own family, named as
+        # in a one-depth run; on_log sees them all ("<hookpoint>/<n>-k<k>").
+        files = log_file if isinstance(log_file, dict) else {"": log_file}
+        for prefix, file in files.items():
+            mine = {n[len(prefix) :]: m for n, m in saes.items() if n.startswith(prefix)}
+            file.write(json.dumps({**record, "saes": mine}) + "\n")
+            file.flush()
         self._reset_log_window()
         if on_log is not None:
             on_log(record)
 
     def _trim_metrics(self) -> None:
         """On resume, drop records logged after the checkpoint we resume from."""
-        path = self.out_dir / METRICS_FILE
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", math.inf) <= self.step:
-                    kept.append(line + "\n")
-            except (json.JSONDecodeError, AttributeError):
-                continue  # e.g. a line half-written when the run was killed
-        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
+        for path in self._metrics_paths().values():
+            if not path.exists():
+                continue
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", math.inf) <= self.step:
+                        kept.append(line + "\n")
+                except (json.JSONDecodeError, AttributeError):
+                    continue  # e.g. a line half-written when the run was killed
+            atomic_write(path, lambda tmp, kept=kept: Path(tmp).write_text("".join(kept)))
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, pending: list[Tensor], source) -> None:

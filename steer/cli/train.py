@@ -19,10 +19,17 @@ from .options import (
     parse_count,
     resolve_device,
 )
-from .training import cached_source, fit_with_progress, model_source, model_stream, print_summary
+from .training import (
+    cached_source,
+    fit_with_progress,
+    model_source,
+    model_stream,
+    parse_layers,
+    print_summary,
+)
 
 # TrainConfig field -> the flag that sets it. A flag's help is the field's docstring (one
-# source: sae/train/trainer.py), then what the CLI adds; TrainConfig's checks name the flag.
+# source: sae/train/config.py), then what the CLI adds; TrainConfig's checks name the flag.
 CONFIG_FLAGS = {
     "widths": "--widths",
     "ks": "--k",
@@ -41,7 +48,7 @@ CONFIG_FLAGS = {
 
 
 def config_help(field: str, cli: str = "") -> str:
-    doc = field_docs("sae", "train/trainer.py", "TrainConfig").get(field, "")
+    doc = field_docs("sae", "train/config.py", "TrainConfig").get(field, "")
     return " ".join(part for part in (doc, cli) if part)
 
 
@@ -85,7 +92,8 @@ def check_resume_settings(out_dir: Path, setting: dict) -> None:
     """A resumed run must read the same activations as the run it continues."""
     import json
 
-    for cfg_path in sorted(out_dir.glob("*/cfg.json")):
+    cfgs = sorted(out_dir.glob("*/cfg.json")) + sorted(out_dir.glob("resid_post.*/*/cfg.json"))
+    for cfg_path in cfgs:
         try:
             saved = json.loads(cfg_path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -100,8 +108,10 @@ def check_resume_settings(out_dir: Path, setting: dict) -> None:
         return
 
 
-def default_out_dir(model: str, layer: int) -> Path:
+def default_out_dir(model: str, layer: int | list[int]) -> Path:
     slug = Path(model).name if Path(model).expanduser().is_dir() else model.replace("/", "--")
+    if isinstance(layer, list):  # several depths: one resid_post.L/ each inside
+        return Path("runs") / slug
     return Path("runs") / slug / f"resid_post.{layer}"
 
 
@@ -118,7 +128,7 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
         None,
         "--layer",
         "-l",
-        help="Hook point: 8 or resid_post.8 (output of block 8, 0-based) (default: the middle block).",
+        help="Hook point: 8 or resid_post.8 (output of block 8, 0-based) (default: the middle block). Several depths from one forward pass per batch: 4,8,12,16 or a range 4-16:4 (4 to 16 by 4); the family trains at each, in --out/resid_post.L/ (default --out: runs/<model>).",
     ),
     corpus: str = typer.Option(
         None,
@@ -213,7 +223,6 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
     from sae.train.distributed import DistributedTrainer
     from sae.train.trainer import Trainer
     from steer.lm.distributed import init_distributed, shutdown_distributed
-    from steer.lm.models import parse_hookpoint
 
     total_tokens, ks, torch_dtype = parse_count(tokens, "--tokens"), parse_ks(k), model_dtype(dtype)
     check_seed(seed)
@@ -223,12 +232,19 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
             "no corpus: pass --corpus PATH (a .txt/.jsonl/.parquet file, optionally .xz/.gz, "
             "a directory of them, or hf:<dataset>) or set STEER_CORPUS, or --activations DIR"
         )
-    layer_index = parse_hookpoint(layer) if layer is not None else None
+    layer_index = parse_layers(layer)
+    multi = isinstance(layer_index, list)
     dist_env = init_distributed(device)  # torchrun: join the process group, cuda:LOCAL_RANK
     dev = check_device(dist_env.device if dist_env.distributed else resolve_device(device))
+    if multi and dist_env.distributed:
+        raise ValueError("several --layer depths train in one process: launch without torchrun")
     if activations is not None:
         if dist_env.distributed:
             raise ValueError("--activations trains in one process: launch without torchrun")
+        if multi:
+            raise ValueError(
+                "--activations holds one hook point: give one --layer, or run the model"
+            )
         source = cached_source(activations, model, layer_index, batch_tokens, seed)
     else:
         source = model_source(model, layer_index, corpus, text_field, ctx_len, torch_dtype, dev)
@@ -238,12 +254,15 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
     )  # fmt: skip
     # fp32 W_enc and W_dec, their gradients and two optimizer moments: 6 matrices per SAE
     n_weights = sum(2 * w * source.d_model for w in cfg.widths) * len(ks)
+    n_weights *= len(layer_index) if multi else 1
     check_fits_memory(6 * 4 * n_weights, f"training widths {widths} on d={source.d_model}", dev)
     out_dir = Path(out) if out is not None else default_out_dir(source.model, source.layer)
     _check_out_dir(out_dir, resume, batch_tokens, dist_env.world_size)
     run = _run_settings(source, seed, dtype, optimizer, activations, cfg.matryoshka)
     if resume:
-        check_resume_settings(out_dir, run)
+        check_resume_settings(
+            out_dir, {k: v for k, v in run.items() if not multi or k != "hookpoint"}
+        )
     stream = source.stream
     if stream is None:  # the model over the corpus (a cache brings its own stream)
         stream = model_stream(source, batch_tokens, seed, dtype, dist_env)
@@ -253,13 +272,14 @@ def train(  # one typer.Option per flag: long, but it reads as the flag table
         source.d_model,
         out_dir,
         hookpoint=run["hookpoint"],
+        hookpoints=[f"resid_post.{one}" for one in source.layer] if multi else None,
         model_name=source.model,
         provenance=_provenance(run, command, dist_env.world_size),
     )
     # Only rank 0 talks (and writes files: see sae/train/distributed.py).
     err = typer.echo if dist_env.is_main else (lambda *args, **kwargs: None)
     err(
-        f"training {len(cfg.specs())} SAE(s) on {source.model} {run['hookpoint']} "
+        f"training {len(trainer.saes)} SAE(s) on {source.model} {run['hookpoint']} "
         f"(d={source.d_model}): widths {cfg.widths}, k {ks}, {total_tokens:,} tokens -> {out_dir}",
         err=True,
     )
@@ -321,9 +341,12 @@ def _train_config(widths, ks, matryoshka, d_model, total_tokens, batch_tokens, l
 def _run_settings(source, seed: int, dtype: str, optimizer: str, activations, levels) -> dict:
     """The settings that decide what the run computes: recorded beside every checkpoint
     (cfg.json), and a resumed run must have the same (check_resume_settings)."""
+    multi = isinstance(source.layer, list)
+    points = [f"resid_post.{one}" for one in source.layer] if multi else []
     return {
         "model_name": source.model,
-        "hookpoint": f"resid_post.{source.layer}",
+        "hookpoint": ",".join(points) or f"resid_post.{source.layer}",
+        **({"layers": source.layer} if multi else {}),
         "corpus": source.corpus,
         "text_field": source.text_field,
         "ctx_len": source.ctx_len,
@@ -388,14 +411,17 @@ def _report_end(result: dict, out_dir: Path, command: str, dist_env, err) -> Non
             f"training diverged (NaN/Inf) at step {result.get('steps')}: the last good checkpoint "
             f"is kept in {out_dir}; try a lower --lr"
         )
-    err(f"done: evaluate with  steer eval --sae {out_dir}", err=True)
+    first = next(iter(result.get("saes", {})), "")
+    target = out_dir / first.split("/")[0] if "/" in first else out_dir  # several depths
+    err(f"done: evaluate with  steer eval --sae {target}", err=True)
 
 
 def _command_line(ctx: typer.Context, out_dir: Path, layer: int, cached: bool) -> str:
     """The full `steer train` command of this invocation, as typed but with the layer and
     the output folder spelled out (for provenance and the resume hint)."""
     params = {p.name: ctx.params.get(p.name) for p in ctx.command.params}  # declaration order
-    params.update(layer=f"resid_post.{layer}", out=str(out_dir))
+    spelled = ",".join(map(str, layer)) if isinstance(layer, list) else f"resid_post.{layer}"
+    params.update(layer=spelled, out=str(out_dir))
     del params["resume"]
     if cached:  # model, corpus and layer come from the cache
         for key in ("model", "layer", "corpus", "text_field", "ctx_len", "dtype"):

@@ -15,6 +15,37 @@ import typer
 from .options import check_ctx_len, quiet_model_loading
 
 
+def parse_layers(spec: str | None) -> int | list[int] | None:
+    """`8` / `resid_post.8` -> 8; `4,8,12`, `4-16:4` (4 to 16 by 4), `4-6` or a mix of
+    them -> the sorted list of layers (several depths from one forward pass)."""
+    from steer.lm.models import parse_hookpoint
+
+    if spec is None:
+        return None
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not parts:
+        raise ValueError("--layer is empty")
+    if len(parts) == 1 and "-" not in parts[0]:
+        return parse_hookpoint(parts[0])
+    layers: list[int] = []
+    for part in parts:
+        if "-" not in part:
+            layers.append(parse_hookpoint(part))
+            continue
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        try:
+            start, stop, by = int(first), int(last), int(step or 1)
+        except ValueError:
+            raise ValueError(f"--layer: cannot read {part!r} (use e.g. 4-16:4 or 4,8,12)") from None
+        if by < 1 or stop < start:
+            raise ValueError(f"--layer: {part!r} is an empty range (use e.g. 4-16:4)")
+        layers += range(start, stop + 1, by)
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"--layer {spec}: a layer is listed twice")
+    return sorted(layers)
+
+
 def fit_with_progress(trainer, stream, total_tokens: int, resume: bool, show: bool = True) -> dict:
     """Run trainer.fit with a rich progress bar (show=False: silent, for ranks other than 0);
     SIGINT or SIGTERM (torchrun forwards both to its workers) asks the trainer to save and stop."""
@@ -135,7 +166,12 @@ def model_source(model, layer, corpus, text_field, ctx_len, torch_dtype, dev) ->
         typer.echo(f"no --model given: training on {model}", err=True)
     quiet_model_loading()
     lm = load_model(model, device=dev, dtype=torch_dtype)
-    layer = lm.n_layers // 2 if layer is None else lm.check_layer(layer)
+    if layer is None:
+        layer = lm.n_layers // 2
+    elif isinstance(layer, list):  # several depths from one forward pass
+        layer = [lm.check_layer(one) for one in layer]
+    else:
+        layer = lm.check_layer(layer)
     check_ctx_len(lm, ctx_len)
     spec = corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
     return Source(model, layer, lm.d_model, spec, text_field, ctx_len, lm=lm)

@@ -1,4 +1,5 @@
-"""Stream residual-stream activations of a model at one layer, as (N, d) batches.
+"""Stream residual-stream activations of a model at one layer, as (N, d) batches, or at
+several layers from one forward pass, as (N, D, d) batches (D = number of layers).
 
 The model runs only up to the hooked block (`LoadedModel.residual`). Contexts are
 processed a chunk at a time; the tokens of a chunk are shuffled together (mixing
@@ -27,7 +28,7 @@ class ActivationStream:
     def __init__(
         self,
         lm: LoadedModel,
-        layer: int,
+        layer: int | list[int],
         contexts: Iterable[Tensor],
         batch_tokens: int = 4096,
         chunk_contexts: int = 256,
@@ -39,6 +40,8 @@ class ActivationStream:
         world_size: int = 1,
     ):
         """
+        layer: one block, or a list of blocks read from one forward pass (it stops after
+            the deepest); a list yields (N, D, d) batches in the list's order.
         contexts: re-iterable, deterministic (e.g. steer.lm.data.TokenContexts), each (T,).
         chunk_contexts: contexts whose activations are shuffled together (memory bound:
             chunk_contexts * (T - skip_first) * d floats).
@@ -47,7 +50,10 @@ class ActivationStream:
         rank, world_size: this process reads chunks rank, rank + world_size, ... (data parallel).
         """
         self.lm = lm
-        self.layer = lm.check_layer(layer)
+        if isinstance(layer, int):
+            self.layer: int | list[int] = lm.check_layer(layer)
+        else:
+            self.layer = [lm.check_layer(one) for one in layer]
         self.contexts = contexts
         self.batch_tokens = batch_tokens
         self.chunk_contexts = chunk_contexts
@@ -79,13 +85,18 @@ class ActivationStream:
 
     @torch.inference_mode()
     def activations(self, contexts: Tensor) -> Tensor:
-        """(B, T) token ids -> (B * (T - skip_first), d) float32 residuals."""
+        """(B, T) token ids -> (B * (T - skip_first), d) float32 residuals, or
+        (B * (T - skip_first), D, d) for a list of layers."""
         out = []
         for start in range(0, contexts.shape[0], self.model_batch):
             ids = contexts[start : start + self.model_batch].to(self.lm.device)
             with self._autocast():
-                resid = self.lm.residual(ids, self.layer)  # (b, T, d)
-            out.append(resid[:, self.skip_first :].reshape(-1, resid.shape[-1]).float())
+                if isinstance(self.layer, int):
+                    resid = self.lm.residual(ids, self.layer)  # (b, T, d)
+                else:
+                    resid = self.lm.residuals(ids, self.layer)  # (b, T, D, d)
+            resid = resid[:, self.skip_first :]
+            out.append(resid.reshape(-1, *resid.shape[2:]).float())
         return torch.cat(out)
 
     def _chunks(self, first_chunk: int) -> Iterator[tuple[int, Tensor]]:

@@ -168,6 +168,34 @@ class LoadedModel:
             handle.remove()
         raise RuntimeError("the forward pass ended without reaching the hooked block")
 
+    def residuals(
+        self, input_ids: Tensor, layers: list[int], attention_mask: Tensor | None = None
+    ) -> Tensor:
+        """Residual streams after each block of `layers` from one forward pass,
+        (B, T) -> (B, T, D, d) in the order of `layers`; it stops after the deepest."""
+        captured: dict[int, Tensor] = {}
+        deepest = max(layers)
+
+        def hook_for(layer: int):
+            def hook(_module, _args, output):
+                captured[layer] = block_output(output)
+                if layer == deepest:
+                    raise _StopForward(captured[layer])
+
+            return hook
+
+        handles = [self.block(layer).register_forward_hook(hook_for(layer)) for layer in layers]
+        try:
+            self.model.get_submodule(self.blocks_path.rsplit(".", 1)[0])(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            )
+        except _StopForward:
+            return torch.stack([captured[layer] for layer in layers], dim=2)
+        finally:
+            for handle in handles:
+                handle.remove()
+        raise RuntimeError("the forward pass ended without reaching the hooked blocks")
+
 
 def wrap_model(model: nn.Module, tokenizer, name: str) -> LoadedModel:
     """Describe an already-built transformers causal LM."""
