@@ -606,6 +606,25 @@ class PlaygroundEngine:
         with self._lock:
             return explain_token(self, row, index, top)
 
+    # ------------------------------------------------------------ the circuit of a token
+    def circuit_token(self, row: int, index: int, nodes: int = 6):
+        """The feature circuit behind token `index` of the last completion `row`, through
+        the loaded SAE and its siblings at other depths (steer.app.circuits)."""
+        from .circuits import DepthSAEs, circuit_for_token
+
+        with self._lock:
+            if getattr(self, "_depth_saes", None) is None:
+                self._depth_saes = DepthSAEs()
+            return circuit_for_token(self, self._depth_saes, row, index, nodes)
+
+    def circuit_lever(self, layer: int, latent: int, mode: str = "ablate"):
+        """A latent node of a circuit as a lever: (the lever, whether the SAE was switched
+        to the node's depth first)."""
+        from .circuits import circuit_lever
+
+        with self._lock:
+            return circuit_lever(self, layer, latent, mode)
+
     def ablate_lever(self, latent: int) -> Intervention:
         """Make `latent` an active ablation lever (added, or switched to ablate and on)."""
         feature = self.add_feature(latent, mode="ablate")

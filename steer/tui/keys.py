@@ -95,6 +95,16 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("↑ / ↓", "select a feature: the context tokens that drive it are highlighted"),
             ("a", "ablate the selected feature and regenerate"),
             ("i", "inspect the selected feature"),
+            ("c", "the circuit of the token: input tokens → latents at every depth → output"),
+            ("escape", "close"),
+        ],
+    ),
+    (
+        "Circuit (c in Why this token?)",
+        [
+            ("↑ / ↓ · enter", "move through the tree · fold a branch"),
+            ("a", "ablate the latent under the cursor and regenerate (any depth)"),
+            ("l", "add the latent under the cursor as a lever (another depth: switches SAE)"),
             ("escape", "close"),
         ],
     ),

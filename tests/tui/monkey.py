@@ -121,6 +121,21 @@ def check_consistent(app) -> None:
     assert math.isfinite(settings.temperature) and 0 < settings.top_p <= 1
 
 
+async def settle_workers(app) -> None:
+    """Wait for every worker. A dialog closed before its worker finished cancels it
+    (Textual's rule for a screen's workers): that is no failure, but `wait_for_complete`
+    raises WorkerCancelled for it, so wait again for the rest."""
+    from textual.worker import WorkerCancelled
+
+    for _ in range(20):
+        try:
+            await app.workers.wait_for_complete()
+            return
+        except WorkerCancelled:
+            continue
+    await app.workers.wait_for_complete()
+
+
 async def run_monkey(app, pilot, seed: int, bursts: int, burst_len: int, log=None) -> int:
     """Send `bursts` bursts of random keys; check the app after each. Returns keys sent.
 
@@ -139,7 +154,7 @@ async def run_monkey(app, pilot, seed: int, bursts: int, burst_len: int, log=Non
             await pilot.pause(monkey.rng.choice([0, 0, 0.01, 0.05]))
             i += len(chunk)
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        await settle_workers(app)
         await pilot.pause()
         sent += len(keys)
         if log is not None:

@@ -5,7 +5,8 @@ a token); enter explains the token under it: the latents with the largest attrib
 (bars; the exact effect of ablating each beside it; labels), the share the SAE's error
 carries, and for the selected latent (↑ / ↓) the context tokens that drive it. `a` makes
 the selected latent an ablation lever and regenerates: see why, pull the lever, see the
-word change.
+word change. `c` opens the circuit of the token: the same question through every depth
+(screens/circuit.py); a lever picked there comes back through this screen.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ PANES = ("Baseline", "Steered")
 BAR = 14  # characters of the longest bar
 
 
-class WhyScreen(Dialog, ModalScreen[int | None]):
-    """Dismissed with a latent to ablate (and regenerate), or None."""
+class WhyScreen(Dialog, ModalScreen[int | tuple | None]):
+    """Dismissed with a latent to ablate (and regenerate), a circuit node to make a lever
+    of ((layer, latent, mode), from the circuit screen), or None."""
 
     BINDINGS = [
         Binding("escape,q", "dismiss(None)", "Close", show=False),
@@ -40,6 +42,7 @@ class WhyScreen(Dialog, ModalScreen[int | None]):
         Binding("down", "select(1)", "Next latent", show=False, priority=True),
         Binding("a", "ablate", "Ablate and regenerate", show=False),
         Binding("i", "inspect", "Inspect", show=False),
+        Binding("c", "circuit", "Circuit", show=False),
     ]
 
     def __init__(self, engine) -> None:
@@ -55,9 +58,7 @@ class WhyScreen(Dialog, ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="why-box", classes="dialog") as box:
             box.border_title = "Why this token?"
-            box.border_subtitle = (
-                "←/→ token · tab pane · enter why · ↑/↓ latent · a ablate + regenerate · esc"
-            )
+            box.border_subtitle = "←/→ token · tab pane · enter why · ↑/↓ latent · a ablate + regenerate · c circuit · esc"
             yield Static("", id="why-tokens")
             yield Static("", id="why-body")
 
@@ -197,3 +198,15 @@ class WhyScreen(Dialog, ModalScreen[int | None]):
         latent = self.selected_latent()
         if latent is not None:
             self.app.inspect_feature(latent)
+
+    def action_circuit(self) -> None:
+        """The circuit of the token under the cursor, through every depth."""
+        if not self.panes or not self.panes[self.row]:
+            return
+        from .circuit import CircuitScreen
+
+        self.app.push_screen(CircuitScreen(self.engine, self.row, self.index), self.circuit_closed)
+
+    def circuit_closed(self, node: tuple | None) -> None:
+        if node is not None:
+            self.dismiss(node)
