@@ -5,8 +5,8 @@ ablating the kept nodes changes the target as predicted.
 
 Default SAEs: the shipped default SAE and its siblings at every other depth
 (checkpoints/<model>/resid_post.L/, as `steer circuit --all-depths` finds them). For each
-of --contexts held-out Wikipedia contexts (wiki-07, never trained on; the first --ctx
-tokens, the target the token that follows) it builds the circuit (`steer circuit`'s
+of --contexts held-out Wikipedia contexts (wiki-07, never trained on; per document the
+first --ctx tokens that are followed by a word, the target that word) it builds the circuit (`steer circuit`'s
 graph, --nodes latents per depth) and reports:
   - seconds to build it: wall time and the CPU time of this process;
   - per depth, the share of the depth's |attribution| the kept latents carry, and the
@@ -20,6 +20,7 @@ graph, --nodes latents per depth) and reports:
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from steer.lm.data import iter_texts
 from steer.steering import open_sae
 
 CORPUS = "../shared/corpus/wikipedia-en/wiki-07.jsonl.xz"  # from the repo root
+WORD = re.compile(r" [A-Za-z]{3,}")
 
 
 def ranks(v: torch.Tensor) -> torch.Tensor:
@@ -47,11 +49,15 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def contexts_from(corpus: str, tokenizer, n: int, ctx: int) -> list[torch.Tensor]:
+    """(ctx + 1,) token windows, one per document: the first whose last token is a word
+    (a space and 3+ letters), so the target is a word rather than punctuation."""
     out = []
     for text in iter_texts(corpus):
         ids = tokenizer(text)["input_ids"]
-        if len(ids) > ctx:
-            out.append(torch.tensor(ids[: ctx + 1]))
+        for q in range(ctx, len(ids)):
+            if WORD.fullmatch(tokenizer.decode([ids[q]])):
+                out.append(torch.tensor(ids[q - ctx : q + 1]))
+                break
         if len(out) == n:
             break
     return out
