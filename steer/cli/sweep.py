@@ -89,7 +89,7 @@ def sweep(
     check_out_folder(out)
     texts = read_prompts(prompts, "--prompts") if prompts else list(EVAL_PROMPTS)
     words = [w.strip() for w in concept if w.strip()]
-    sae = sae_or_default(sae)
+    sae = sae_or_default(sae, model)
     lm, sae_model = load_for_steering(sae, model, device, latents=recipe.features)
     catalog = load_catalog_for(sae, sae_model)
     levers = resolve_recipe(recipe, sae_model, sae)

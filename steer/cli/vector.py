@@ -55,11 +55,11 @@ def vector(
 
     Either way, the vector is decomposed into SAE features (orthogonal matching pursuit
     over the decoder directions): the features that make it up, their weights, the share
-    of the vector they explain, and the --feature flags that steer with them instead."""
+    of the vector they explain, and the expression that steers with them instead."""
     from sae import load_sae
     from steer.steering.vectors import list_vectors, read_vector, vector_path
 
-    sae = sae_or_default(sae)
+    sae = sae_or_default(sae, model)
     if list_saved:
         _list(sae, json_out, list_vectors, read_vector)
         return
@@ -123,7 +123,9 @@ def _list(sae: Path, json_out: bool, list_vectors, read_vector) -> None:
 
 def _report(sae_dir: Path, sae, vec, top: int) -> dict:
     """What `steer vector` prints (the --json object)."""
+    from steer.steering import Intervention
     from steer.steering.decompose import decompose, feature_strengths
+    from steer.steering.expr import format_steering
     from steer.steering.vectors import vector_path
 
     catalog = load_catalog_for(sae_dir, sae)
@@ -140,7 +142,7 @@ def _report(sae_dir: Path, sae, vec, top: int) -> dict:
         }
         for p, s, e in zip(parts.parts, strengths, parts.explained, strict=True)
     ]
-    flags = " ".join(f"--feature {f['feature']}={f['strength']:.3g}:add" for f in features)
+    terms = [Intervention(f["feature"], float(f"{f['strength']:.3g}"), "add") for f in features]
     return {
         "name": vec.name,
         "sae": str(sae_dir),
@@ -155,7 +157,8 @@ def _report(sae_dir: Path, sae, vec, top: int) -> dict:
         "strength_units": "relative" if max_acts is not None else "raw",
         "features": features,
         "explained": round(parts.fraction, 4),
-        "feature_flags": flags,
+        "steer": f"v:{vec.name}",
+        "steer_features": format_steering(terms),
     }
 
 
@@ -201,10 +204,10 @@ def _print(r: dict) -> None:
     )
     # soft_wrap: the commands stay on one line, to be copied
     console.print(
-        f"steer with the vector at strength S:   steer generate --steer 'S v:{r['name']}'",
+        f"steer with the vector at strength S:   steer generate --steer 'S {r['steer']}'",
         soft_wrap=True,
     )
     console.print(
-        f"steer with its features (strength 1): steer generate {r['feature_flags']}",
+        f"steer with its features (strength 1): steer generate --steer '{r['steer_features']}'",
         soft_wrap=True,
     )

@@ -59,6 +59,17 @@ def test_sweep_writes_csv_json_and_png_along_a_sorted_axis(
     assert hits[("1 #3:add", 4.0)] == 0.0
 
 
+def test_generate_steers_with_a_saved_vector(promoting_dir, one_thread):
+    result = invoke(
+        "generate", "--sae", promoting_dir, "--prompt", "Paris is the capital of",
+        "--steer", "4 v:bridge", "-n", 5, "--json", "--no-chat",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert "Bridge" not in out["baseline"]["text"]
+    assert out["steered"]["text"].count("Bridge") >= 3
+
+
 def test_the_whole_expression_is_one_curve_and_the_table_prints(promoting_dir, tmp_path):
     result = invoke(
         "sweep", "2 v:bridge", "--sae", promoting_dir, "--strengths", "0,1",

@@ -59,9 +59,8 @@ def test_a_planted_vector_is_shown_as_its_three_features(sae_dir):
     assert result.exit_code == 0, result.output
     assert "3 features explain 100% of the vector" in result.stdout
     assert "a saved direction" in result.stdout
-    assert "steer generate --feature 0=4:add --feature 40=2.5:add --feature 11=-1.5:add\n" in (
-        result.stdout
-    )  # the largest contribution first
+    # the largest contribution first; the expression steers with them
+    assert "steer generate --steer '4 #0:add + 2.5 #40:add - 1.5 #11:add'\n" in result.stdout
     out = json.loads(invoke("vector", "planted", "--sae", sae_dir, "--json").stdout)
     got = {f["feature"]: round(f["weight"], 3) for f in out["features"]}
     assert got == dict(zip(latents, weights, strict=True))
