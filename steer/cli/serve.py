@@ -10,10 +10,10 @@ from .options import (
     DEVICE_HELP,
     MODEL_HELP,
     SAE_HELP,
-    fail,
     friendly_errors,
     load_catalog_for,
     load_for_steering,
+    sae_or_default,
 )
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -66,7 +66,8 @@ def serve(
         raise ValueError(f"--port must be in 1..65535, got {port}")
     if max_tokens < 1:
         raise ValueError(f"--max-tokens must be at least 1, got {max_tokens}")
-    sae = _default_sae(sae, model)
+    _check_can_listen(host, port)  # before the model loads: a taken port fails at once
+    sae = sae_or_default(sae)
     lm, sae_model = load_for_steering(sae, model, device, dtype)
     catalog = None if raw else load_catalog_for(sae, sae_model)
     service = SteeringService(
@@ -89,20 +90,19 @@ def serve(
         f"{service.default_steer or '(baseline)'}",
         err=True,
     )
+    uvicorn.run(create_app(service, api_key), host=host, port=port, log_level="warning")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """ValueError (one line) when host:port cannot be listened on: taken, not ours."""
+    import socket
+
     try:
-        uvicorn.run(create_app(service, api_key), host=host, port=port, log_level="warning")
-    except OSError as err:  # the port is taken, the address is not ours
-        raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
-
-
-def _default_sae(sae: Path | None, model: str | None) -> Path:
-    """--sae, else the SAE shipped for the embedded model."""
-    if sae is not None:
-        return sae
-    from steer.app.checkpoints import find_default_sae
-    from steer.lm.models import DEFAULT_MODEL
-
-    found = find_default_sae() if model in (None, DEFAULT_MODEL) else None
-    if found is None:
-        raise ValueError("give the SAE with --sae DIR")
-    return found
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ValueError(f"cannot listen on {host}:{port}: {reason}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import openai
 import pytest
 from builders import invoke
@@ -52,6 +54,18 @@ def test_serve_refuses_bad_flags_before_listening(sae_dir, captured, flags, mess
     assert result.exit_code == 1 and not captured
     assert result.stderr.startswith(f"error: {message}"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_says_when_the_port_is_taken(sae_dir, captured):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("serve", "--sae", sae_dir, "--port", port)
+    assert result.exit_code == 1 and not captured
+    assert (
+        result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
 
 
 def test_stop_scanner_holds_back_a_possible_stop_string():
