@@ -268,3 +268,26 @@ def test_bad_requests_get_openai_error_bodies(url, service, client):
     with pytest.raises(openai.BadRequestError) as caught:  # what a client sees
         client.chat.completions.create(**chat, extra_body={"steer": "7=1:sideways"})
     assert "unknown mode 'sideways'" in caught.value.body["message"]
+
+
+def test_a_client_that_leaves_a_stream_stops_its_generation(url, service, monkeypatch):
+    emitted = []
+    run = service.run
+
+    def counted(job, emit, cancelled):
+        return run(job, lambda piece: (emitted.append(piece), emit(piece)), cancelled)
+
+    monkeypatch.setattr(service, "run", counted)
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+    stream = client.completions.create(
+        model=service.model_id, prompt=PROMPT, max_tokens=200, stream=True
+    )
+    for i, _ in enumerate(stream):
+        if i == 2:
+            break
+    stream.close()  # the client hangs up
+    deadline = time.monotonic() + 30
+    while service.pending:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert 3 <= len(emitted) < 200 and emitted[-1].finish_reason is None
