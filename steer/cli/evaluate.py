@@ -272,12 +272,15 @@ def _n2g_metrics(results, lm, saes, contexts, n_tokens: int, autocast: bool) -> 
 
     import torch
 
-    from steer.features.explain.heldout import fit_and_score, sae_codes
+    from steer.features.explain.heldout import fit_and_score, sae_codes_many
 
     ctx_len = len(next(iter(contexts)))
     ids = torch.stack(list(itertools.islice(contexts, max(2, -(-n_tokens // ctx_len)))))
-    for name, sae in saes.items():
-        codes = sae_codes(lm, sae, ids, n_tokens, ctx_len=ctx_len, autocast=autocast)
+    names = list(saes)  # one model pass for every SAE of the hook point
+    every = sae_codes_many(
+        lm, list(saes.values()), ids, n_tokens, ctx_len=ctx_len, autocast=autocast
+    )
+    for name, codes in zip(names, every, strict=True):
         _patterns, scores = fit_and_score(codes)
         precision, recall = scores.mean()
         fires = scores.fires > 0
