@@ -143,13 +143,33 @@ def figures(rows: list[dict], fitted: dict, out: Path) -> dict[str, str]:
     made["dead"] = _plot(out / "dead_vs_width.png", "TopK: dead latents vs width", "latents n",
                          "dead latents (%)", _series(dead, "n_latents", "dead_pct", lambda r: f"k={r['k']}"),
                          log=(True, False))  # fmt: skip
-    for key, label in (("probe_loss", "probe loss (nats)"), ("n2g_f1", "N2G F1"),
-                       ("ablation_sparsity", "ablation sparsity (L1/L2)²")):  # fmt: skip
+    for key, label in QUALITY_FIGURES.items():
         if any(key in r for r in top):
             made[key] = _plot(out / f"{key}_vs_width.png", f"TopK: {label} vs width", "latents n",
                               label, _series(top, "n_latents", key, lambda r: f"k={r['k']}"),
-                              log=(True, False))  # fmt: skip
+                              log=(True, False), fit=_baseline(top, key))  # fmt: skip
     return made
+
+
+QUALITY_FIGURES = {
+    "probe_loss": "probe loss (nats)",
+    "n2g_precision": "N2G precision",
+    "n2g_recall": "N2G recall",
+    "n2g_f1": "N2G F1",
+    "ablation_sparsity": "ablation sparsity (L1/L2)²",
+}
+
+
+def _baseline(rows, key):
+    """The probe loss of one residual coordinate, as a dashed line beside the latents'."""
+    if key != "probe_loss":
+        return None
+    pts = sorted(
+        (r["n_latents"], r["probe_loss_residual"]) for r in rows if "probe_loss_residual" in r
+    )
+    if not pts:
+        return None
+    return [("one residual coordinate", [n for n, _ in pts], [v for _, v in pts])]
 
 
 def _fmt(v, spec=".4f") -> str:

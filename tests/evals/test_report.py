@@ -49,3 +49,29 @@ def test_report_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert result.exit_code == 1 and "no SAE folders" in result.stderr
+
+
+def test_report_plots_feature_quality_vs_width_from_a_second_eval_file(tmp_path):
+    """eval.json (reconstruction) and eval-quality.json (steer eval --probes --n2g
+    --ablation) merge per SAE; each quality metric gets its figure vs width and a column."""
+    run = tmp_path / "run"
+    widths = (2304, 4608, 9216)
+    for n in widths:
+        _sae(run, f"{n}-k32", n, 32, fvu=0.2, l0=32.0, dead_frac=0.0)
+    (run / "eval.json").write_text(json.dumps({f"{n}-k32": {"fvu": 0.1 + 100 / n} for n in widths}))
+    quality = {
+        f"{n}-k32": {"fvu": 9.0, "probe_loss": 0.5 - n / 1e5, "probe_loss_residual": 0.6,
+                     "n2g_precision": 0.5, "n2g_recall": 0.3 + n / 1e5, "n2g_f1": 0.35,
+                     "ablation_sparsity": 40.0 - n / 1e3}
+        for n in widths
+    }  # fmt: skip
+    (run / "eval-quality.json").write_text(json.dumps(quality))
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for key in ("probe_loss", "n2g_precision", "n2g_recall", "n2g_f1", "ablation_sparsity"):
+        assert (tmp_path / "rep" / f"{key}_vs_width.png").stat().st_size > 1000, key
+        assert f"({key}_vs_width.png)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 9216-k32 |"))
+    assert "| 0.1109 |" in row  # eval.json's FVU wins over the quality file's
+    assert "| 0.4078 |" in row and "| 0.3922 |" in row and "| 30.7840 |" in row
