@@ -57,6 +57,19 @@ def features(
     top: int = typer.Option(
         None, "--top", "-n", help="How many latents to list (default 20; 5 with --toward)."
     ),
+    min_output: float = typer.Option(
+        None,
+        "--min-output-score",
+        help="With a TEXT or --search: only features whose output score (the share of the "
+        "next token's probability their direction moves onto their own tokens, 0-1) is at "
+        "least this.",
+    ),
+    sort: str = typer.Option(
+        None,
+        "--sort",
+        help="With a TEXT or --search: `output` ranks by output score (features that make "
+        "the model say something first) instead of activation or relevance.",
+    ),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -80,6 +93,11 @@ def features(
         raise ValueError("--search is empty: give a word to look for")
     if top < 1:
         raise ValueError(f"--top must be positive, got {top}")
+    if sort not in (None, "output"):
+        raise ValueError(f"--sort takes `output`, got {sort!r}")
+    by_output = OutputFilter(min_output, sort == "output")
+    if by_output.active and text is None and search is None:
+        raise ValueError("--min-output-score and --sort work with a TEXT or --search")
     sae = sae_or_default(sae, model)
     if toward is not None:
         _toward(sae, toward, top, model, device, json_out)
@@ -88,9 +106,41 @@ def features(
     elif id is not None:
         _show_entry(sae, id, model, device, json_out)
     elif search is not None:
-        _search(sae, search, top, json_out)
+        _search(sae, search, top, json_out, by_output)
     else:
-        _for_text(sae, text, top, model, device, json_out)
+        _for_text(sae, text, top, model, device, json_out, by_output)
+
+
+class OutputFilter:
+    """--min-output-score and --sort output over a list of candidate latents."""
+
+    POOL = 10
+    """Candidates read per feature shown when filtering or sorting (the pool they come from)."""
+
+    def __init__(self, minimum: float | None, sort: bool):
+        self.minimum, self.sort = minimum, sort
+
+    @property
+    def active(self) -> bool:
+        return self.minimum is not None or self.sort
+
+    def pool(self, n: int) -> int:
+        return n * self.POOL if self.active else n
+
+    def apply(self, catalog, latents: list[int], n: int) -> list[int]:
+        if not self.active:
+            return latents[:n]
+        if catalog is None:
+            raise ValueError("output scores live in the feature catalog: run steer index first")
+        return catalog.by_output_score(latents, self.minimum, self.sort)[:n]
+
+
+def _output_cell(catalog, latent: int) -> str:
+    """`0.42 ' dog' ' puppy'`: the output score and the first output tokens."""
+    entry = catalog.entry(latent)
+    if entry.output_score is None:
+        return ""
+    return f"{entry.output_score:.2f} " + " ".join(repr(t) for t in entry.output_tokens[:3])
 
 
 def _sae_and_catalog(sae_dir: Path):
@@ -100,13 +150,18 @@ def _sae_and_catalog(sae_dir: Path):
     return sae, load_catalog_for(sae_dir, sae)
 
 
-def _for_text(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> None:
+def _for_text(
+    sae_dir: Path, text: str, n: int, model, device, json_out: bool, by_output: OutputFilter
+) -> None:
     from steer.features.catalog import latents_for_text
     from steer.steering.readouts import feature_activations
 
     lm, sae = load_for_steering(sae_dir, model, device)
     catalog = load_catalog_for(sae_dir, sae)
-    found = latents_for_text(lm, sae, text, n=n, catalog=catalog)
+    found = latents_for_text(lm, sae, text, n=by_output.pool(n), catalog=catalog)
+    score_of = dict(found)
+    found = [(i, score_of[i]) for i in by_output.apply(catalog, [i for i, _ in found], n)]
+    has_output = catalog is not None and catalog.output_scores is not None
     ids = lm.tokenizer(text)["input_ids"]
     rows = []
     if found:
@@ -124,6 +179,7 @@ def _for_text(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -
                     "label": catalog.label(latent) if catalog is not None else None,
                     "explanation": explanation_json(catalog, latent),
                     "caption": feature_caption(catalog, latent),
+                    "output_score": catalog.entry(latent).output_score if has_output else None,
                 }
             )
     if json_out:
@@ -143,6 +199,8 @@ def _for_text(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -
     table.add_column("at token")
     if catalog is not None:
         table.add_column("label", overflow="fold")
+    if has_output:
+        table.add_column("output score · says", overflow="fold")
     for r in rows:
         cells = [str(r["feature"]), f"{r['activation']:.3g}"]
         if catalog is not None:
@@ -150,6 +208,8 @@ def _for_text(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -
         cells.append(repr(r["token"]))
         if catalog is not None:
             cells.append(r["caption"])
+        if has_output:
+            cells.append(_output_cell(catalog, r["feature"]))
         table.add_row(*cells)
     Console().print(table)
 
@@ -204,13 +264,16 @@ def _toward(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> 
         )
 
 
-def _search(sae_dir: Path, query: str, n: int, json_out: bool) -> None:
+def _search(sae_dir: Path, query: str, n: int, json_out: bool, by_output: OutputFilter) -> None:
     sae, catalog = _sae_and_catalog(sae_dir)
     if catalog is None:
         raise ValueError(
             f"no feature catalog for {sae_dir}: build one with `steer index --sae {sae_dir} --corpus ...`"
         )
-    hits = catalog.search(query, limit=n)
+    hits = catalog.search(query, limit=by_output.pool(n))
+    entry_of = {e.index: e for e in hits}
+    hits = [entry_of[i] for i in by_output.apply(catalog, [e.index for e in hits], n)]
+    has_output = catalog.output_scores is not None
     if json_out:
         typer.echo(json.dumps([_entry_json(e, contexts=False) for e in hits], ensure_ascii=False))
         return
@@ -225,9 +288,11 @@ def _search(sae_dir: Path, query: str, n: int, json_out: bool) -> None:
         ("label", "left"),
         ("explanation", "left"),
         ("logit lens", "left"),
+        *((("output score · says", "left"),) if has_output else ()),
     ):
         table.add_column(col, justify=just, overflow="fold")
     for e in hits:
+        output = (_output_cell(catalog, e.index),) if has_output else ()
         table.add_row(
             str(e.index),
             f"{e.frequency:.2%}",
@@ -237,6 +302,7 @@ def _search(sae_dir: Path, query: str, n: int, json_out: bool) -> None:
             if e.explanation
             else "",
             " ".join(repr(t) for t in e.top_tokens[:5]),
+            *output,
         )
     Console().print(table)
 
@@ -284,6 +350,9 @@ def _show_entry(sae_dir: Path, latent: int, model, device, json_out: bool) -> No
     body.append("  ".join(repr(t) for t in entry.top_tokens) + "\n")
     body.append("lowers  ", style="bold red")
     body.append("  ".join(repr(t) for t in entry.bottom_tokens) + "\n")
+    if entry.output_score is not None:
+        body.append(f"says    output score {entry.output_score:.2f}  ", style="bold cyan")
+        body.append("  ".join(repr(t) for t in entry.output_tokens) + "\n")
     for c in entry.contexts:
         body.append("\n")
         body.append_text(render_context(c.tokens, c.acts, c.max_pos, entry.max_act))

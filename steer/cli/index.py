@@ -25,7 +25,7 @@ from .options import (
 def index(
     sae: Path = typer.Option(None, "--sae", help=SAE_HELP + SAE_DEFAULT_HELP),
     corpus: str = typer.Option(
-        ...,
+        None,
         "--corpus",
         "-c",
         help="Text corpus: a .txt/.jsonl/.parquet file (optionally .xz/.gz), a directory of them, or hf:<dataset>.",
@@ -49,6 +49,16 @@ def index(
         help="Held-out text for N2G [default: the --corpus text after the indexed sample].",
     ),
     no_n2g: bool = typer.Option(False, "--no-n2g", help="Skip the N2G explanations."),
+    no_output: bool = typer.Option(
+        False,
+        "--no-output-scores",
+        help="Skip the output scores (what each feature makes the model say).",
+    ),
+    output_only: bool = typer.Option(
+        False,
+        "--output-scores-only",
+        help="Add output scores to the SAE's existing catalog (no corpus pass, no N2G).",
+    ),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
@@ -59,8 +69,10 @@ def index(
     unembedding) and a short label. Then N2G explanations: token patterns that predict
     where each feature fires, fitted on its top contexts and held-out text and scored by
     precision and recall on other held-out text (see `steer explain --n2g`); a feature's
-    label becomes its best pattern when that is precise. Saved in <sae>/catalog, where
-    generate, features and chat find it."""
+    label becomes its best pattern when that is precise. Then output scores: how much
+    adding each feature's direction moves the model's next token onto its own tokens
+    (`steer features --sort output`). Saved in <sae>/catalog, where generate, features and
+    chat find it."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -73,6 +85,11 @@ def index(
 
     from steer.features.catalog import build_catalog, catalog_dir
 
+    if output_only:
+        _output_only(sae, out, model, device)
+        return
+    if corpus is None:
+        raise ValueError("--corpus is required (or --output-scores-only)")
     n_tokens = parse_tokens(tokens)
     n2g_count = parse_tokens(n2g_tokens, "--n2g-tokens")
     for name, value in (
@@ -130,6 +147,9 @@ def index(
                 lm, sae_model, catalog, folder, source, n2g_count, ctx_len, text_field,
                 lambda done, total: progress.update(task, completed=done),
             )  # fmt: skip
+        if not no_output:
+            task = progress.add_task("output", total=sae_model.n_latents, rate="output scores")
+            _output(lm, sae_model, catalog, folder, lambda d, t: progress.update(task, completed=d))
     elapsed = time.perf_counter() - start
     dead = float((catalog.frequency == 0).float().mean())
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
@@ -139,6 +159,31 @@ def index(
     )
     if n2g_note:
         typer.echo(n2g_note)
+
+
+def _output(lm, sae, catalog, folder, progress=None) -> None:
+    from steer.features.catalog.output import add_output_scores
+
+    add_output_scores(catalog, lm, sae, progress=progress)
+    catalog.save(folder)
+
+
+def _output_only(sae: Path, out: Path | None, model, device) -> None:
+    """Output scores for an existing catalog (one built before them, or to redo them)."""
+    from steer.features.catalog import FeatureCatalog, catalog_dir
+
+    lm, sae_model = load_for_steering(sae, model, device)
+    folder = out or catalog_dir(sae)
+    catalog = FeatureCatalog.load(folder)
+    if not catalog.matches(sae_model):
+        raise ValueError(f"the feature catalog in {folder} was built for another SAE")
+    start = time.perf_counter()
+    _output(lm, sae_model, catalog, folder)
+    scores = catalog.output_scores
+    typer.echo(
+        f"output scores for {catalog.n_latents} features in {time.perf_counter() - start:.1f} s "
+        f"(median {float(scores.median()):.3f}, max {float(scores.max()):.3f}) in {folder}"
+    )
 
 
 def _after_sample(corpus: str, tokenizer, n_tokens: int, ctx_len: int, text_field: str):

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -135,6 +136,11 @@ class FeatureEntry:
     """`n2g` or the explainer model's name."""
     explanation_score: str = ""
     """Its score in words: `precision 0.92 · recall 0.41` or `detection 0.81`."""
+    output_score: float | None = None
+    """Share of the next-token probability its direction moves onto its output tokens
+    (output.py); None for a catalog built before output scores."""
+    output_tokens: list[str] = field(default_factory=list)
+    """The tokens adding its direction makes likelier, most first (measured)."""
 
 
 # ---------------------------------------------------------------------- the catalog
@@ -198,6 +204,51 @@ class FeatureCatalog:
         return self.tensors["mean_act"]
 
     @property
+    def output_scores(self) -> Tensor | None:
+        """(n,) output scores (output.py), or None: a catalog from before them."""
+        return self.tensors.get("output_score")
+
+    def output_table(self) -> tuple[Tensor, Tensor] | None:
+        """(token ids (n, K) in the model's vocabulary, their probability rise (n, K)),
+        or None without output scores."""
+        if "output_ids" not in self.tensors:
+            return None
+        return self.tensors["output_ids"], self.tensors["output_rise"].float()
+
+    def set_output_scores(self, scores: Tensor, ids: Tensor, rise: Tensor, tokenizer, meta):
+        """Store output scores (output.output_scores) with the strings of their tokens."""
+        if scores.shape != (self.n_latents,) or ids.shape != rise.shape:
+            raise ValueError("output scores do not match the catalog's latents")
+        used = sorted(set(ids.flatten().tolist()))
+        strings = token_bytes(tokenizer, used)
+        self.tensors["output_score"] = scores.float()
+        self.tensors["output_ids"] = ids.to(torch.int32)
+        self.tensors["output_rise"] = rise.clamp(-1, 1).half()
+        self.meta["output"] = {
+            **meta,
+            "pieces": {str(i): b.decode("latin-1") for i, b in zip(used, strings, strict=True)},
+        }
+
+    def _output_strings(self, i: int, n: int = 8) -> list[str]:
+        pieces = self.meta.get("output", {}).get("pieces", {})
+        ids = self.tensors["output_ids"][i, :n].tolist()
+        return [pieces.get(str(t), "").encode("latin-1").decode("utf-8", "replace") for t in ids]
+
+    def by_output_score(
+        self, latents: list[int], min_score: float | None = None, sort: bool = False
+    ) -> list[int]:
+        """`latents` with an output score of at least `min_score`, highest first when
+        `sort`. ValueError for a catalog without output scores."""
+        scores = self.output_scores
+        if scores is None:
+            raise ValueError(
+                "this catalog has no output scores: add them with `steer index --sae DIR "
+                "--output-scores-only`"
+            )
+        kept = [i for i in latents if min_score is None or float(scores[i]) >= min_score]
+        return sorted(kept, key=lambda i: -float(scores[i])) if sort else kept
+
+    @property
     def window_before(self) -> int:
         return int(self.meta.get("window", [16, 4])[0])
 
@@ -254,6 +305,7 @@ class FeatureCatalog:
                 )
             )
         shown = self.explanations.explanation(i) if self.explanations is not None else None
+        scores = self.output_scores
         return FeatureEntry(
             index=i,
             label=self.label(i),
@@ -266,6 +318,8 @@ class FeatureCatalog:
             explanation=shown.text if shown else "",
             explanation_source=shown.source if shown else "",
             explanation_score=shown.score if shown else "",
+            output_score=None if scores is None else round(float(scores[i]), 4),
+            output_tokens=[] if scores is None else self._output_strings(i),
         )
 
     # ------------------------------------------------------------------ search

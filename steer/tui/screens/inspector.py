@@ -79,6 +79,7 @@ def render_feature(info, unit: str) -> Content:
         Content.styled("Logit lens (decoder direction → unembedding)", "bold $accent"),
         Content.assemble(("  promotes  ", "$success"), _tokens(info.top_tokens)),
         Content.assemble(("  suppresses ", "$error"), _tokens(info.bottom_tokens)),
+        *_output_lines(info),
         Content(""),
         Content.styled("Top activating contexts", "bold $accent"),
     ]
@@ -106,6 +107,19 @@ def render_feature(info, unit: str) -> Content:
             Content.assemble(("  #", "dim"), str(r.latent), " ", r.label) for r in info.related
         ]
     return Content("\n").join(lines)
+
+
+def _output_lines(info) -> list:
+    """Output score (steer index): what adding the feature makes the model say."""
+    if info.output_score is None:
+        return []
+    return [
+        Content.assemble(
+            ("  says       ", "$success"),
+            _tokens(info.output_tokens),
+            (f"  (output score {info.output_score:.2f})", "dim"),
+        )
+    ]
 
 
 def _tokens(tokens: list[str]) -> Content:
