@@ -16,16 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+import torch
 import uvicorn
 from builders import invoke
 
 from steer.serve.api import create_app
 from steer.serve.service import SteeringService
 from steer.steering import open_sae
+from steer.steering.vectors import SteeringVector, save_vector
 
 PROMPT = "The Golden Gate"
 STEER = "40 #0:add"  # the planted " Bridge" latent, raw units (the SAE has no catalog)
-FEATURE = "0=40:add"  # the same lever as steer generate --feature writes it
 KEY = "sk-test-token"
 
 
@@ -59,7 +60,10 @@ class ServerThread:
 @pytest.fixture(scope="module")
 def service(sae_dir):
     lm, sae = open_sae(sae_dir)  # what steer serve and steer generate load
-    svc = SteeringService(lm, sae, max_tokens=8)
+    # a saved vector beside the SAE: the planted latent's direction, 40 units of it
+    direction = sae.decoder_directions(torch.tensor([0]))[0].detach() * 40  # (d,)
+    save_vector(sae_dir, SteeringVector("bridge", direction, hookpoint=sae.cfg.hookpoint))
+    svc = SteeringService(lm, sae, sae_dir=sae_dir, max_tokens=8)
     yield svc
     svc.close()
 
@@ -75,10 +79,10 @@ def client(url):
     return openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=30)
 
 
-def generate_cli(sae_dir, *flags) -> dict:
-    """`steer generate ... --json` for PROMPT, greedy, 8 tokens: baseline and steered rows."""
-    args = ["generate", "--sae", sae_dir, "-p", PROMPT, "-n", 8, "-f", FEATURE, *flags, "--json"]
-    result = invoke(*args)
+def generate_cli(sae_dir, *flags, steer=STEER) -> dict:
+    """`steer generate --steer EXPR --json` for PROMPT, greedy, 8 tokens: both rows."""
+    args = ["generate", "--sae", sae_dir, "-p", PROMPT, "-n", 8, "--steer", steer, *flags]
+    result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -110,7 +114,7 @@ def test_chat_equals_steer_generate_steered_and_baseline(client, service, sae_di
 def test_where_a_lever_applies_follows_the_expression(client, service, sae_dir):
     messages = [{"role": "user", "content": PROMPT}]
     for where in ("prompt", "generated"):  # the tiny model copies: both read " Bridge"s
-        cli = generate_cli(sae_dir, "--positions", where)
+        cli = generate_cli(sae_dir, steer=f"{STEER} @{where}")
         reply = client.chat.completions.create(
             model=service.model_id,
             messages=messages,
@@ -118,6 +122,19 @@ def test_where_a_lever_applies_follows_the_expression(client, service, sae_dir):
             extra_body={"steer": f"{STEER} @{where}"},
         )
         assert reply.choices[0].message.content == cli["steered"]["text"]
+
+
+def test_saved_vectors_steer_as_in_steer_generate(client, service, sae_dir):
+    cli = generate_cli(sae_dir, steer="1 v:bridge")
+    assert "Bridge" in cli["steered"]["text"] and "Bridge" not in cli["baseline"]["text"]
+    reply = client.chat.completions.create(
+        model=service.model_id,
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=8,
+        extra_body={"steer": "1 v:bridge"},
+    )
+    assert reply.choices[0].message.content == cli["steered"]["text"]
+    assert reply.model_extra["steer"] == "1 v:bridge"
 
 
 def test_completions_equal_steer_generate_without_the_template(client, service, sae_dir):
