@@ -38,8 +38,9 @@ def parse_strengths(text: str) -> list[float]:
 
 @friendly_errors
 def sweep(
-    expression: str = typer.Argument(
-        ..., help="A steering expression, e.g. 'v:dog' or '2 #2374 + 0.5 v:dog'."
+    expressions: list[str] = typer.Argument(
+        ...,
+        help="Steering expressions, e.g. 'v:dog' '2 #2374 + 0.5 v:dog': one curve each.",
     ),
     sae: Path = typer.Option(None, "--sae", help=SAE_HELP + " Default: the shipped one."),
     strengths: str = typer.Option(
@@ -71,18 +72,19 @@ def sweep(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON summary."),
 ) -> None:
-    """Dose-response: concept hit rate and coherence against strength.
+    """Dose-response: concept hit rate and coherence against strength, one curve per
+    expression (or per term with --per-term).
 
-    Each value s of --strengths multiplies every strength in the expression (its own
+    Each value s of --strengths multiplies every strength in an expression (its own
     strengths are the unit; ablations stay). Greedy replies to each prompt, with the
     baseline alongside; writes CSV, JSON (replies included) and a PNG plot to --out."""
     from steer.steering.expr import format_steering, format_term, parse_steering, resolve_recipe
     from steer.steering.success import EVAL_PROMPTS
     from steer.steering.sweep import Curve, run_sweep, write_sweep
 
-    recipe = parse_steering(expression)  # before anything loads
-    if not recipe:
-        raise ValueError("the expression has no terms")
+    recipes = [parse_steering(e) for e in expressions]  # before anything loads
+    if not all(recipes):
+        raise ValueError("an expression has no terms")
     axis = parse_strengths(strengths)
     if max_tokens < 1:
         raise ValueError(f"--max-tokens must be at least 1, got {max_tokens}")
@@ -90,13 +92,16 @@ def sweep(
     texts = read_prompts(prompts, "--prompts") if prompts else list(EVAL_PROMPTS)
     words = [w.strip() for w in concept if w.strip()]
     sae = sae_or_default(sae, model)
-    lm, sae_model = load_for_steering(sae, model, device, latents=recipe.features)
+    latents = [i for r in recipes for i in r.features]
+    lm, sae_model = load_for_steering(sae, model, device, latents=latents)
     catalog = load_catalog_for(sae, sae_model)
-    levers = resolve_recipe(recipe, sae_model, sae)
-    if per_term:
-        curves = [Curve(format_term(t), [t]) for t in levers if t.enabled]
-    else:
-        curves = [Curve(format_steering(recipe), levers)]
+    curves = []
+    for recipe in recipes:
+        levers = resolve_recipe(recipe, sae_model, sae)
+        if per_term:
+            curves += [Curve(format_term(t), [t]) for t in levers if t.enabled]
+        else:
+            curves.append(Curve(format_steering(recipe), levers))
     result = run_sweep(
         lm,
         sae_model,

@@ -178,16 +178,21 @@ def plot_sweep(sweep: Sweep, path: Path, title: str = "") -> None:
         pts = [p for p in sweep.points if p.curve == name]
         xs = [p.strength for p in pts]
         color = f"C{i % 10}"
+        label = name if len(name) <= 32 else name[:31] + "…"  # long expressions
         if sweep.words:
-            left.plot(xs, [p.hit_rate for p in pts], "o-", color=color, label=f"{name}: names it")
+            left.plot(xs, [p.hit_rate for p in pts], "o-", color=color, label=f"{label}: names it")
             left.plot(
-                xs, [p.success_rate for p in pts], "s--", color=color, label=f"{name}: and coherent"
+                xs,
+                [p.success_rate for p in pts],
+                "s--",
+                color=color,
+                label=f"{label}: and coherent",
             )
         else:
             left.plot(
-                xs, [p.coherent_rate for p in pts], "o-", color=color, label=f"{name}: coherent"
+                xs, [p.coherent_rate for p in pts], "o-", color=color, label=f"{label}: coherent"
             )
-        right.plot(xs, [p.excess_ce for p in pts], "o-", color=color, label=name)
+        right.plot(xs, [p.excess_ce for p in pts], "o-", color=color, label=label)
     if sweep.words and sweep.baseline_hit_rate is not None:
         left.axhline(sweep.baseline_hit_rate, color="grey", ls=":", label="no steering")
     concept = ", ".join(sweep.words)

@@ -70,15 +70,15 @@ def test_generate_steers_with_a_saved_vector(promoting_dir, one_thread):
     assert out["steered"]["text"].count("Bridge") >= 3
 
 
-def test_the_whole_expression_is_one_curve_and_the_table_prints(promoting_dir, tmp_path):
+def test_each_expression_is_one_curve_and_the_table_prints(promoting_dir, tmp_path):
     result = invoke(
-        "sweep", "2 v:bridge", "--sae", promoting_dir, "--strengths", "0,1",
-        "--prompts", "The Golden Gate", "-n", 3, "--out", tmp_path / "s",
+        "sweep", "2 v:bridge", "1 #3:add + 1 #5:add", "--sae", promoting_dir,
+        "--strengths", "0,1", "--prompts", "The Golden Gate", "-n", 3, "--out", tmp_path / "s",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "2 v:bridge" in result.stdout and "CE over baseline" in result.stdout
     data = json.loads((tmp_path / "s" / "sweep.json").read_text())
-    assert {p["curve"] for p in data["points"]} == {"2 v:bridge"}
+    assert [p["curve"] for p in data["points"]] == ["2 v:bridge"] * 2 + ["1 #3:add + 1 #5:add"] * 2
     assert all(p["hit_rate"] is None for p in data["points"])  # no --concept
 
 
