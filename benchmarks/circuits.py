@@ -37,6 +37,7 @@ from steer.steering import open_sae
 
 CORPUS = "../shared/corpus/wikipedia-en/wiki-07.jsonl.xz"  # from the repo root
 WORD = re.compile(r" [A-Za-z]{3,}")
+CURVE = (8, 16, 32, 64, 128)  # latents per depth: the share of |attribution| they carry
 
 
 def ranks(v: torch.Tensor) -> torch.Tensor:
@@ -89,6 +90,9 @@ def one_context(lm, saes, ids, args) -> dict:
         "seconds": seconds,
         "cpu": cpu,
         "explained": {s.layer: s.explained for s in c.stages if s.layer is not None},
+        "curve": {
+            s.layer: [s.explained_by(n) for n in CURVE] for s in c.stages if s.layer is not None
+        },
         "error": {s.layer: s.error_share for s in c.stages if s.layer is not None},
         "single": [(n, n.effect, m) for n, m in zip(single, measured, strict=False)],
         "joint": [
@@ -141,16 +145,24 @@ def report(rows, args, depths) -> None:
         print(
             f"build {key:<8} mean {statistics.mean(vals):.2f}  median {statistics.median(vals):.2f}"
         )
+    print("share of each depth's |attribution| carried by its n strongest latents (mean):")
+    print("        " + "".join(f"n={n:<6}" for n in CURVE) + "SAE error")
     for layer in rows[0]["explained"]:
-        kept = statistics.mean(r["explained"][layer] for r in rows)
+        curve = [statistics.mean(r["curve"][layer][i] for r in rows) for i in range(len(CURVE))]
         err = statistics.mean(r["error"][layer] for r in rows)
-        print(f"L{layer:<3} kept latents carry {kept:.0%} of |attribution|, SAE error {err:.0%}")
-    pred = torch.tensor([p for r in rows for _, p, _ in r["single"]])
-    meas = torch.tensor([m for r in rows for _, _, m in r["single"]])
-    print(
-        f"single-node ablations ({len(pred)}): Pearson {pearson(pred, meas):+.3f}, "
-        f"Spearman {pearson(ranks(pred), ranks(meas)):+.3f}"
-    )
+        print(f"  L{layer:<4} " + "".join(f"{v:<8.0%}" for v in curve) + f"{err:.0%}")
+    for kinds, name in (
+        (("latent", "error"), "all"),
+        (("latent",), "latents"),
+        (("error",), "errors"),
+    ):
+        picked = [(p, m) for r in rows for n, p, m in r["single"] if n.kind in kinds]
+        pred = torch.tensor([p for p, _ in picked])
+        meas = torch.tensor([m for _, m in picked])
+        print(
+            f"single-node ablations, {name} ({len(pred)}): Pearson {pearson(pred, meas):+.3f}, "
+            f"Spearman {pearson(ranks(pred), ranks(meas)):+.3f}"
+        )
     print(f"\nfirst context, target {rows[0]['target']!r}: node, predicted, measured")
     for node, p, m in rows[0]["single"]:
         where = "" if node.pos is None else f" @{node.pos} {node.token!r}"

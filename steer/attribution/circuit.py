@@ -53,6 +53,7 @@ from .patching import _nodes
 from .targets import Target, as_ids
 
 OUTPUT = "out"
+RANKED = 128
 
 
 @dataclass
@@ -100,6 +101,13 @@ class Stage:
     """Σ |A| over every node of the stage (latents and the error)."""
     kept_abs: float
     """Σ |A| over the kept tokens or latents."""
+    ranked_abs: list[float] = field(default_factory=list)
+    """The largest |A| of the stage's tokens or latents, descending (at most RANKED): the
+    share n nodes would carry is sum(ranked_abs[:n]) / total_abs."""
+
+    def explained_by(self, n: int) -> float:
+        """The share of the stage's |attribution| its n strongest tokens or latents carry."""
+        return sum(self.ranked_abs[:n]) / self.total_abs if self.total_abs else 0.0
 
     @property
     def explained(self) -> float:
@@ -251,6 +259,10 @@ def build_circuit(
     )
 
 
+def _ranked(absolute: Tensor) -> list[float]:
+    return absolute.sort(descending=True).values[:RANKED].tolist()
+
+
 class _Graph:
     """The kept nodes and their edges, stage by stage."""
 
@@ -277,7 +289,7 @@ class _Graph:
         self.stages.append(
             Stage(
                 None, len(effects), len(order), float(effects.sum()), float(kept.sum()), None,
-                float(absolute.sum()), float(kept.abs().sum()),
+                float(absolute.sum()), float(kept.abs().sum()), _ranked(absolute),
             )
         )  # fmt: skip
 
@@ -308,7 +320,7 @@ class _Graph:
             Stage(
                 layer, len(attr.scores), len(order), attr.features_total + err,
                 float(kept.sum()), err, float(attr.scores.abs().sum()) + abs(err),
-                float(kept.abs().sum()),
+                float(kept.abs().sum()), _ranked(attr.scores.abs()),
             )
         )  # fmt: skip
 

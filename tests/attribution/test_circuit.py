@@ -214,6 +214,8 @@ def test_pruning_keeps_the_strongest_and_reports_the_share(linear, tiny_tokenize
         stage = small.stage(layer)
         err = abs(small.node(f"L{layer}.err").effect)
         assert stage.explained == pytest.approx(sum(kept) / (sum(every) + err))
+        assert stage.explained_by(2) == pytest.approx(stage.explained)
+        assert stage.explained_by(10_000) + stage.error_share == pytest.approx(1.0)
     # The check: the kept latents of a depth ablated together, as predicted (linear regime).
     found = {c.name: c for c in checks(lm, saes, ids, small, top=3)}
     assert len(found) == 5
