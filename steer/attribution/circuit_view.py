@@ -43,7 +43,10 @@ def describe(circuit: Circuit, node: Node) -> str:
 
 def tree(circuit: Circuit, branch: int = 3) -> TreeItem:
     """From the output back to the tokens: each node's `branch` strongest incoming edges.
-    A node met again is listed, marked repeated, and not expanded twice."""
+    A node met again is listed, marked repeated, and not expanded twice. An error node is
+    listed where it ranks but not expanded: it sums every position of its depth, and a
+    path through it says nothing about which feature carried what (its inputs are in the
+    JSON and the HTML page)."""
     if branch < 1:
         raise ValueError(f"--branch must be at least 1, got {branch}")
     expanded: set[str] = set()
@@ -53,6 +56,8 @@ def tree(circuit: Circuit, branch: int = 3) -> TreeItem:
             return TreeItem(node, weight, repeated=True)
         expanded.add(node.id)
         item = TreeItem(node, weight)
+        if node.kind == "error":
+            return item
         for edge in circuit.incoming(node.id)[:branch]:
             item.children.append(grow(circuit.node(edge.src), edge.weight))
         return item

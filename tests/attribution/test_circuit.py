@@ -21,6 +21,7 @@ from sae import SAEConfig, TopKSAE
 from steer.attribution import resolve_target
 from steer.attribution.circuit import OUTPUT, build_circuit
 from steer.attribution.circuit_check import ablate_nodes, checks
+from steer.attribution.circuit_view import tree, tree_line
 from steer.attribution.inputs import _pre_act
 from steer.attribution.passes import reconstruct
 from steer.lm.models import block_output
@@ -233,3 +234,29 @@ def test_bad_input_is_one_line(linear, tiny_tokenizer):
         build_circuit(lm, [], ids, target)
     with pytest.raises(ValueError, match="--nodes"):
         build_circuit(lm, saes, ids, target, nodes=0)
+
+
+def test_the_tree_walks_back_from_the_output_by_the_strongest_edges(linear, tiny_tokenizer):
+    lm, saes = linear
+    ids = ids_of(lm)
+    target = resolve_target(tiny_tokenizer, ids, position=10)
+    c = build_circuit(lm, saes, ids, target, nodes=5)
+    root = tree(c, branch=2)
+    assert root.node.id == OUTPUT and tree_line(c, root).startswith("logit(")
+    seen, stack = [], [root]
+    while stack:
+        item = stack.pop()
+        seen.append(item)
+        into = c.incoming(item.node.id)
+        if item.repeated or item.node.kind in ("error", "token"):
+            assert item.children == []  # errors and repeats are not expanded
+        else:
+            assert [ch.node.id for ch in item.children] == [e.src for e in into[:2]]
+            assert [ch.weight for ch in item.children] == [e.weight for e in into[:2]]
+        stack.extend(item.children)
+    expanded = [i.node.id for i in seen if i.children]
+    assert len(expanded) == len(set(expanded))  # each node expanded once
+    assert {i.node.kind for i in seen} >= {"output", "latent", "token"}
+    with pytest.raises(ValueError, match="--branch"):
+        tree(c, branch=0)
+
