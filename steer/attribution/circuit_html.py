@@ -16,12 +16,12 @@ from .circuit_view import describe, metric_text, summary
 
 COL_W, COL_GAP, BOX_H, ROW_GAP, TOP = 230, 120, 44, 12, 40
 
+_PAGE_STYLE = "body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;color:#222}"
 _STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;color:#222}
 svg text{font-size:11px;fill:#222}svg .sub{fill:#666;font-size:10px}
 svg .hd{font-weight:bold;font-size:12px}svg rect{stroke:#888;stroke-width:1}
 svg .token rect{fill:#e6f4fb}svg .latent rect{fill:#fff}svg .error rect{fill:#fdf3d8}
-svg .output rect{fill:#e3f5e3}svg path{fill:none;opacity:.55}svg .ew{font-size:9px;fill:#555}
+svg .output rect{fill:#e3f5e3}svg path{fill:none;opacity:.55}svg .ew{font-size:9px;fill:#333;paint-order:stroke;stroke:#fff;stroke-width:3px}
 svg g.dim{opacity:.15}svg path.dim{opacity:.05}svg path.hi{opacity:.95}
 """
 
@@ -47,14 +47,14 @@ def _columns(circuit: Circuit) -> list[tuple[str, list[Node]]]:
     return cols
 
 
-def _box_text(node: Node) -> tuple[str, str]:
+def _box_text(circuit: Circuit, node: Node) -> tuple[str, str]:
     """Two short lines for a node's box."""
     if node.kind == "token":
         return f"{node.token!r} @{node.pos}", f"effect {node.effect:+.3g}"
     if node.kind == "error":
         return f"L{node.layer} SAE error", f"effect {node.effect:+.3g}"
     if node.kind == "output":
-        return f"logit {node.token!r}", f"= {node.effect:.3g}"
+        return metric_text(circuit), f"= {node.effect:.3g}"
     head = f"#{node.feature} {node.token!r}@{node.pos} {node.effect:+.3g}"
     return head, node.label or f"act {node.activation:.3g}"
 
@@ -73,20 +73,21 @@ def render_svg(circuit: Circuit) -> str:
     for c, (name, nodes) in enumerate(cols):
         x = c * (COL_W + COL_GAP)
         offset = (tallest - len(nodes)) * (BOX_H + ROW_GAP) / 2
-        heads.append(f"<text class=hd x='{x}' y='20'>{html.escape(name)}</text>")
+        heads.append(f"<text class='hd' x='{x}' y='20'>{html.escape(name)}</text>")
         for r, node in enumerate(nodes):
             y = TOP + offset + r * (BOX_H + ROW_GAP)
             place[node.id] = (x, y)
-            top, sub = _box_text(node)
+            top, sub = _box_text(circuit, node)
             boxes.append(
                 f"<g class='{node.kind}' data-id='{html.escape(node.id)}'>"
                 f"<title>{html.escape(describe(circuit, node))}</title>"
                 f"<rect x='{x}' y='{y:.1f}' width='{COL_W}' height='{BOX_H}' rx='5'/>"
                 f"<text x='{x + 6}' y='{y + 17:.1f}'>{html.escape(_clip(top))}</text>"
-                f"<text class=sub x='{x + 6}' y='{y + 33:.1f}'>{html.escape(_clip(sub, 40))}</text></g>"
+                f"<text class='sub' x='{x + 6}' y='{y + 33:.1f}'>{html.escape(_clip(sub, 40))}</text></g>"
             )
     return (
         f"<svg width='{width}' height='{height:.0f}' viewBox='0 0 {width} {height:.0f}'>"
+        + f"<style>{_STYLE}</style>"  # inside: the drawing stands alone when cut out
         + "".join(_edges(circuit, place))
         + "".join(heads)
         + "".join(boxes)
@@ -112,9 +113,9 @@ def _edges(circuit: Circuit, place: dict) -> list[str]:
             f"stroke='{colour}' stroke-width='{0.5 + 6 * share:.2f}'>"
             f"<title>{html.escape(tip)}</title></path>"
         )
-        if share >= 0.25:
-            tx, ty = x1 - 34, y1 - 3 + (y0 - y1) * 0.08
-            out.append(f"<text class=ew x='{tx:.1f}' y='{ty:.1f}'>{e.weight:+.2g}</text>")
+        if share >= 0.3:  # the strong ones, at the curve's middle
+            tx, ty = mid - 10, (y0 + y1) / 2 - 2
+            out.append(f"<text class='ew' x='{tx:.1f}' y='{ty:.1f}'>{e.weight:+.2g}</text>")
     return out
 
 
@@ -124,7 +125,7 @@ def render_html(circuit: Circuit, title: str = "feature circuit") -> str:
     return "".join(
         [
             "<!doctype html><html><head><meta charset='utf-8'>",
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+            f"<title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style></head><body>",
             f"<h1>{html.escape(title)}</h1>",
             f"<p><code>{context}</code> → <b>{html.escape(repr(circuit.target_text))}</b>; "
             f"metric {html.escape(metric_text(circuit))} = {circuit.metric:.4g}</p>",

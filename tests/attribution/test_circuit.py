@@ -259,4 +259,3 @@ def test_the_tree_walks_back_from_the_output_by_the_strongest_edges(linear, tiny
     assert {i.node.kind for i in seen} >= {"output", "latent", "token"}
     with pytest.raises(ValueError, match="--branch"):
         tree(c, branch=0)
-
