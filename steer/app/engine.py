@@ -220,7 +220,9 @@ class PlaygroundEngine:
             return bool(self.settings.chat) and self.is_chat_model
         return self.is_chat_model
 
-    def label(self, latent: int) -> str:
+    def label(self, latent: int | str) -> str:
+        if isinstance(latent, str):  # a saved vector
+            return f"vector {latent}"
         if self.catalog is None:
             return ""
         try:
@@ -230,7 +232,7 @@ class PlaygroundEngine:
 
     def _shown(self, latent: int):
         ex = getattr(self.catalog, "explanations", None) if self.catalog is not None else None
-        if ex is None or not 0 <= latent < self.catalog.n_latents:
+        if ex is None or isinstance(latent, str) or not 0 <= latent < self.catalog.n_latents:
             return None
         return ex.explanation(latent)
 
@@ -435,6 +437,33 @@ class PlaygroundEngine:
 
     def clear_features(self) -> None:
         self.features = []
+
+    # ------------------------------------------------------------ the steering expression
+    @property
+    def expression(self) -> str:
+        """The active set as a steering expression (muted levers with `~`)."""
+        from steer.steering.expr import format_steering
+
+        return format_steering(self.features)
+
+    def set_expression(self, text: str) -> list[Intervention]:
+        """Replace the active set with the levers of a steering expression (README: Steering
+        expressions). ValueError (naming the column) leaves the set as it was."""
+        from steer.steering.expr import parse_steering
+
+        self._require_sae()
+        levers = self.resolve_levers(parse_steering(text).interventions())
+        with self._lock:
+            self.features, self.removed = levers, []
+        return self.features
+
+    def resolve_levers(self, levers: list[Intervention]) -> list[Intervention]:
+        """Levers checked against the SAE, saved vectors loaded from beside it; one lever
+        per feature (the panel has one row per feature: the last one listed wins)."""
+        from steer.steering.expr import Recipe, resolve_recipe
+
+        resolved = resolve_recipe(Recipe(tuple(levers)), self.sae, self.sae_path)
+        return list({iv.latent: iv for iv in resolved}.values())
 
     def active_interventions(self) -> list[Intervention]:
         """Copies of the enabled interventions (the UI may edit the originals meanwhile)."""
@@ -667,10 +696,8 @@ class PlaygroundEngine:
         if not path.is_file():
             raise ValueError(f"no preset at {path}")
         preset = presets.load_preset(path)
-        for f in preset.interventions:
-            self.check_latent(f.latent)
-            _check_mode(f.mode)
-        self.features = [dataclasses.replace(f) for f in preset.interventions]
+        self._require_sae()
+        self.features = self.resolve_levers(preset.interventions)
         if preset.settings is not None:
             self.settings = dataclasses.replace(preset.settings)
             if self.settings.chat and not self.is_chat_model:

@@ -191,7 +191,7 @@ def _is_feature(item) -> bool:
         return False
     strength = item.get("strength", 0.0)
     return (
-        isinstance(item.get("latent"), int)
+        isinstance(item.get("latent"), (int, str))  # a latent, or a saved vector's name
         and isinstance(strength, (int, float))
         and math.isfinite(strength)
     )
@@ -291,6 +291,8 @@ def same_sae(a: str | Path | None, b: str | Path | None) -> bool:
 def restore(engine, session: Session) -> list[str]:
     """Put the session's levers, settings and chat turns into a loaded engine; returns
     what was dropped and why (a feature the SAE lacks, a bad setting, ...)."""
+    from steer.steering import Intervention
+
     from .engine import Turn
 
     dropped: list[str] = []
@@ -302,13 +304,12 @@ def restore(engine, session: Session) -> list[str]:
         dropped.append(f"{len(features)} features (they were for the SAE {session.sae})")
         features = []
     engine.clear_features()
-    for item in features:
+    for item in features:  # each as saved: strength, mode, muted, positions, gate, vector
         try:
-            feature = engine.add_feature(
-                item["latent"], item.get("strength"), item.get("mode", "clamp")
-            )
-            engine.set_strength(feature.latent, float(item.get("strength", feature.strength)))
-            feature.enabled = bool(item.get("enabled", True))
+            (lever,) = engine.resolve_levers([Intervention.from_dict(item)])
+            if engine.feature(lever.latent) is None:
+                engine.features.append(lever)
+                engine.set_strength(lever.latent, lever.strength)  # within the slider's range
         except (ValueError, TypeError) as err:
             dropped.append(f"feature {item.get('latent')} ({str(err).splitlines()[0]})")
     settings = dict(session.settings)

@@ -150,10 +150,17 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, CoherenceMeter, App):
         self.feature_panel = FeaturePanel(id="features")
         self.panes = (CompletionPane(id="baseline"), CompletionPane(id="steered"))
         self.prompt_box = PromptInput(placeholder="Type a prompt, enter generates", id="prompt")
+        # The levers as one steering expression (README: Steering expressions), editable.
+        self.expression_line = Input(
+            placeholder="steering expression, e.g. 2.5 #2374 + 0.4 #55:add @generated",
+            id="steer-expr",
+            compact=True,
+        )
         yield self.status_line
         with Horizontal(id="main"):
             yield self.feature_panel
             yield from self.panes
+        yield self.expression_line
         yield self.prompt_box
         # Where typing goes, always true (the feature panel takes no unmodified letters),
         # so it never depends on which widget has focus.
@@ -262,9 +269,15 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, CoherenceMeter, App):
         else:
             empty = "No active features.\nctrl+f finds features by text or label."
         panel.sync(e.features, e.caption, e.slider_steps(), self.slider_span(), empty)
+        self.show_expression()
         on = sum(f.enabled for f in e.features)
         panel.border_title = f"Features {on}/{len(e.features)}" if e.features else "Features"
         panel.border_subtitle = f"strength {e.strength_unit}" if e.has_sae else ""
+
+    def show_expression(self) -> None:
+        """The expression line follows the levers, except under the user's cursor."""
+        if not self.expression_line.has_focus:
+            self.expression_line.value = self.engine.expression
 
     def transcript(self, row: int) -> Content:
         """What a pane shows: past chat turns (dim), the prompt, and this row's reply."""
@@ -303,6 +316,25 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, CoherenceMeter, App):
         if self.engine.has_sae:
             title += f" · {n_on} feature{'s' if n_on != 1 else ''}"
         self.panes[1].border_title = title
+
+    @on(Input.Submitted, "#steer-expr")
+    def expression_submitted(self, event: Input.Submitted) -> None:
+        """An edited expression replaces the levers; a bad one changes nothing and says
+        where it is wrong (one line, the column)."""
+        try:
+            self.engine.set_expression(event.value)
+        except ValueError as err:
+            self.notify(first_line(err), title="Steering expression", severity="error")
+            return
+        self.expression_line.value = self.engine.expression
+        self.refresh_features()
+        self.refresh_panes()
+        self.prompt_box.focus()
+        self.schedule_auto_regenerate()
+
+    def on_descendant_blur(self, event) -> None:
+        if event.widget is getattr(self, "expression_line", None):  # show what is in force
+            self.expression_line.value = self.engine.expression
 
     # ------------------------------------------------------------ generation
     @on(Input.Submitted, "#prompt")
@@ -531,6 +563,7 @@ class PlaygroundApp(ErrorContainment, SessionKeeping, CoherenceMeter, App):
             feature = self.engine.feature(row.latent)
             if feature.strength != message.value:
                 self.engine.set_strength(row.latent, message.value)
+                self.show_expression()
                 self.schedule_auto_regenerate()
 
     def schedule_auto_regenerate(self) -> None:

@@ -98,7 +98,7 @@ async def test_a_damaged_session_opens_what_it_can_and_says_what_it_dropped(tmp_
         for what in (
             "feature 999",
             "feature 5",
-            '"latent": "x"',
+            "feature x (vector 'x'",  # a name is a saved vector's: none is there
             "prompt",
             "top_p",
             "bogus",
