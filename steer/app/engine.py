@@ -221,8 +221,8 @@ class PlaygroundEngine:
         return self.is_chat_model
 
     def label(self, latent: int | str) -> str:
-        if isinstance(latent, str):  # a saved vector
-            return f"vector {latent}"
+        if isinstance(latent, str):  # a saved vector (the row shows v:NAME)
+            return "saved vector"
         if self.catalog is None:
             return ""
         try:

@@ -232,7 +232,7 @@ class FeatureRow(Contained, Vertical):
         return Content.assemble(
             mark,
             " ",
-            (f"#{self.latent}", "bold"),
+            (f"#{self.latent}" if isinstance(self.latent, int) else f"v:{self.latent}", "bold"),
             " ",
             (label, "" if self.enabled and self.label else "dim"),
         )

@@ -73,7 +73,17 @@ async def test_the_expression_line_and_the_feature_panel_round_trip(tmp_path):
 
 
 async def test_one_expression_one_greedy_text_everywhere(sae_dir, tiny_model_dir, tmp_path):
-    """CLI (--steer), a preset, the Python API and the playground: the same steered text."""
+    """CLI (--steer), a preset, the Python API and the playground: the same steered text,
+    for an expression with positions, a gate and a saved vector."""
+    from safetensors.torch import save_file
+
+    from sae import load_sae
+    from steer.steering.vectors import vector_path
+
+    path = vector_path(sae_dir, "bridge")  # feature 0's direction, saved as a vector
+    path.parent.mkdir(exist_ok=True)
+    save_file({"direction": load_sae(sae_dir).decoder_directions([0])[0].contiguous()}, path)
+    EXPR = "40 #0:add @generated + 3 #5 @when:#0>0.5 + 20 v:bridge @first:3"
     preset = tmp_path / "p.json"
     args = ["generate", "--sae", sae_dir, "-p", PROMPT, "--max-tokens", 8, "--json"]
     cli = json.loads(invoke(*args, "--steer", EXPR, "--save-preset", preset).stdout)
@@ -89,6 +99,10 @@ async def test_one_expression_one_greedy_text_everywhere(sae_dir, tiny_model_dir
         await settle(pilot)
         await type_expression(pilot, EXPR)
         assert engine.expression == EXPR
+        assert (
+            "v:bridge saved vector"
+            in app.query_one("#features").query("FeatureRow").last().header().plain
+        )
         app.query_one("#prompt").value = PROMPT
         app.query_one("#prompt").focus()
         await pilot.press("enter")
