@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -111,6 +112,7 @@ def create_app(service: SteeringService, api_key: str | None = None) -> FastAPI:
         return {"object": "list", "data": [_model_card(service)]}
 
     @app.post("/v1/chat/completions")
+    @_contained
     async def chat_completions(request: Request):
         req = await _read(request, ChatRequest)
         messages = [_message(m, i) for i, m in enumerate(req.messages)]
@@ -118,6 +120,7 @@ def create_app(service: SteeringService, api_key: str | None = None) -> FastAPI:
         return await _respond(service, req, job, _ChatShape(service.model_id, job))
 
     @app.post("/v1/completions")
+    @_contained
     async def completions(request: Request):
         req = await _read(request, CompletionRequest)
         prompt = req.prompt
@@ -129,6 +132,23 @@ def create_app(service: SteeringService, api_key: str | None = None) -> FastAPI:
         return await _respond(service, req, job, _CompletionShape(service.model_id, job))
 
     return app
+
+
+def _contained(route):
+    """A fault of the server inside a route becomes a 500 error body here, logged with its
+    traceback; escaping the app instead, it would also drop the client's connection."""
+
+    @functools.wraps(route)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await route(*args, **kwargs)
+        except (ApiError, asyncio.CancelledError):
+            raise
+        except Exception as err:
+            log.error("request failed", exc_info=err)
+            raise ApiError(500, "the server failed on this request (see its log)") from None
+
+    return wrapper
 
 
 async def _read(request: Request, model: type[_Sampling]) -> _Sampling:

@@ -21,7 +21,7 @@ import uvicorn
 from builders import invoke
 
 from steer.serve.api import create_app
-from steer.serve.service import SteeringService
+from steer.serve.service import Piece, SteeringService
 from steer.steering import open_sae
 from steer.steering.vectors import SteeringVector, save_vector
 
@@ -308,3 +308,23 @@ def test_a_client_that_leaves_a_stream_stops_its_generation(url, service, monkey
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert 3 <= len(emitted) < 200 and emitted[-1].finish_reason is None
+
+
+def test_a_fault_in_the_model_thread_is_an_error_body_not_a_traceback(
+    client, service, url, monkeypatch
+):
+    def broken(job, emit, cancelled):
+        emit(Piece("half", None, 1))
+        raise RuntimeError("CUDA went away")
+
+    monkeypatch.setattr(service, "run", broken)
+    ask = dict(model=service.model_id, prompt=PROMPT, max_tokens=8)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.completions.create(**ask)
+    assert caught.value.status_code == 500 and caught.value.body["type"] == "server_error"
+    assert "CUDA" not in caught.value.body["message"]  # the details stay in the server's log
+    with pytest.raises(openai.APIError) as streamed:  # the stream started: an error event
+        list(client.completions.create(**ask, stream=True))
+    assert streamed.value.body["type"] == "server_error"
+    monkeypatch.undo()
+    assert client.completions.create(**ask).choices[0].text  # the server goes on
