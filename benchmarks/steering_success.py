@@ -26,7 +26,8 @@ meters, which `steer sweep` shares). Columns, side by side:
                  added at the strengths that rebuild the vector at 1, 2 and 4
   prompting      no steering: the prompt prefixed with "Talk about WORD." (AxBench's baseline)
 
-and the seconds `--toward` took per concept (model already loaded).
+and the seconds `--toward` took per concept (model already loaded), wall clock and the
+process's CPU time (with --threads 1, what a quiet machine's wall clock shows).
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ def concept_settings(lm, sae, catalog, word):
     from steer.steering.toward import toward
 
     max_acts = catalog.max_acts
-    t0 = time.perf_counter()
-    levers = toward(lm, sae, word, max_acts=max_acts, top=3)
-    seconds = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    levers = toward(lm, sae, word, max_acts=max_acts, top=3, output=catalog.output_table())
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     old = [lat for lat, _ in latents_for_text(lm, sae, CONCEPTS[word], n=2, catalog=catalog)]
     settings = [[Intervention(lat, s, "clamp")] for lat in old for s in OLD_STRENGTHS]
     spans = {"old": range(0, len(settings))}
@@ -139,6 +140,7 @@ def concept_settings(lm, sae, catalog, word):
     settings += feats
     info = {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "levers": [(lv.feature, lv.mode, lv.strength, lv.score) for lv in levers],
         "vector_scale": round(vec.scale, 3),
         "vector_explained": round(explained, 4),
@@ -207,6 +209,11 @@ def summary(results: list[dict], sae: str, plot_path: str = "") -> None:
     print(
         f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
     )
+    cpu = [r["cpu_seconds"] for r in results if "cpu_seconds" in r]
+    if cpu:  # CPU time of the process: what a quiet machine's wall clock would show
+        print(
+            f"  --toward CPU seconds per concept: mean {sum(cpu) / len(cpu):.1f}, max {max(cpu):.1f}"
+        )
     if plot_path:
         plot(wins, n, plot_path)
 

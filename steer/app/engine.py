@@ -307,7 +307,8 @@ class PlaygroundEngine:
         if not text.strip():
             raise ValueError("type a word or phrase to steer toward")
         with self._lock:
-            levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top)
+            output = self.catalog.output_table() if self.catalog is not None else None
+            levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top, output=output)
         return [
             LeverHit(
                 lv.feature, lv.score, self.label(lv.feature), mode=lv.mode, strength=lv.strength

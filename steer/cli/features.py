@@ -223,7 +223,8 @@ def _toward(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> 
     lm, sae = load_for_steering(sae_dir, model, device)
     catalog = load_catalog_for(sae_dir, sae)
     max_acts = catalog.max_acts if catalog is not None else None
-    levers = toward(lm, sae, text, max_acts=max_acts, top=n)
+    output = catalog.output_table() if catalog is not None else None
+    levers = toward(lm, sae, text, max_acts=max_acts, top=n, output=output)
     rows = [
         {
             "feature": lv.feature,

@@ -19,6 +19,7 @@ nats/token): the repetition check catches those.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -73,28 +74,48 @@ def continuation_ce(
     lm: LoadedModel, prompt_ids: Tensor, continuations: list[list[int]], batch: int = 32
 ) -> list[float]:
     """The unsteered model's mean cross-entropy (nats/token) on each continuation of one
-    prompt; 0.0 for an empty continuation."""
+    prompt; 0.0 for an empty continuation. The prompt (all but its last token) runs once;
+    its cached keys and values are shared by every continuation."""
     prompt = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().tolist()
     out = [0.0] * len(continuations)
     todo = [i for i, c in enumerate(continuations) if c]
+    if not todo:
+        return out
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    head = torch.tensor(prompt[:-1], dtype=torch.long, device=lm.device)[None]  # (1, P-1)
+    prefix = lm.model(input_ids=head, use_cache=True).past_key_values if len(prompt) > 1 else None
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
-        seqs = [prompt + list(continuations[i]) for i in chunk]
-        T = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), T), pad, dtype=torch.long)  # (B, T) right-padded
-        mask = torch.zeros(len(seqs), T, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
-        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V) predicts ids[:, 1:]
-        nll = -logp.gather(-1, ids[:, 1:, None].to(logp.device))[..., 0]  # (B, T-1)
+        # Row r reads the prompt's last token, then its continuation but the last token:
+        # position j predicts continuation token j. Right padding needs no mask: causal
+        # attention keeps each real position from seeing the pads after it.
+        L = max(len(continuations[i]) for i in chunk)
+        fed = torch.full((len(chunk), L), pad, dtype=torch.long)  # (B, L)
+        target = torch.full((len(chunk), L), -100, dtype=torch.long)  # (B, L) -100: padding
         for r, i in enumerate(chunk):
-            n = len(continuations[i])
-            first = len(prompt) - 1  # the position whose output is the first reply token
-            out[i] = float(nll[r, first : first + n].mean())
+            c = list(continuations[i])
+            fed[r, : len(c)] = torch.tensor([prompt[-1], *c[:-1]])
+            target[r, : len(c)] = torch.tensor(c)
+        cache = None if prefix is None else expand_cache(prefix, len(chunk))
+        logits = lm.model(input_ids=fed.to(lm.device), past_key_values=cache).logits  # (B, L, V)
+        nll = F.cross_entropy(
+            logits.float().flatten(0, 1), target.flatten().to(logits.device), reduction="none"
+        ).view(len(chunk), L)  # (B, L), 0 at padding
+        for r, i in enumerate(chunk):
+            out[i] = float(nll[r, : len(continuations[i])].mean())
     return out
+
+
+def expand_cache(cache, rows: int):
+    """A copy of a one-row KV cache for `rows` rows (a forward extends the copy, not it)."""
+    cache = copy.deepcopy(cache)
+    cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=_cache_device(cache)))
+    return cache
+
+
+def _cache_device(cache) -> torch.device:
+    layers = getattr(cache, "layers", None)
+    return layers[0].keys.device if layers else cache.key_cache[0].device
 
 
 def measure(

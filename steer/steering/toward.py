@@ -36,7 +36,7 @@ from torch import Tensor
 from sae import TopKSAE
 from steer.lm.models import LoadedModel, block_output
 
-from .coherence import Coherence, continuation_ce, repetition
+from .coherence import Coherence, continuation_ce, expand_cache, repetition
 from .generate import GenerationSettings, build_prompt_ids, generate_rows
 from .hook import SteeringHook
 from .intervention import Intervention, sae_layer
@@ -164,9 +164,19 @@ def candidates(
     max_acts: Tensor | None,
     n_grad: int = 24,
     n_fire: int = 4,
+    output: tuple[Tensor, Tensor] | None = None,
+    targets: list[int] = (),
+    n_output: int = 4,
 ) -> list[int]:
-    """Latents worth measuring: the best first-order effects, then those firing on TEXT."""
+    """Latents worth measuring: the best first-order effects, those firing on TEXT, and
+    (with the catalog's output table, steer.features.catalog.output) those whose measured
+    output tokens include the concept's."""
     picked = grad.topk(n_grad).indices.tolist()
+    if output is not None and targets:
+        ids, rise = output  # (n, K) vocabulary ids, their probability rise
+        said = (rise * torch.isin(ids, torch.tensor(list(targets), dtype=ids.dtype))).sum(-1)
+        best = said.topk(min(n_output, said.numel()))
+        picked += [int(i) for v, i in zip(best.values, best.indices, strict=True) if v > 0]
     ids = lm.tokenizer(text)["input_ids"]
     fire = max_over_tokens(sae, latent_codes(lm, sae, ids)).cpu()  # (n,)
     if max_acts is not None:
@@ -184,12 +194,22 @@ def residual_norm(lm: LoadedModel, sae: TopKSAE, prompts: list[Tensor]) -> float
     return float(torch.cat(norms).median().detach())
 
 
+_REPLIES: dict[tuple, list[int]] = {}
+"""Unsteered greedy replies to the calibration prompts, kept per model: they do not depend
+on the concept, so a session asking for several concepts computes them once."""
+
+
 def _greedy(lm: LoadedModel, prompt_ids: Tensor, n: int) -> list[int]:
-    settings = GenerationSettings(max_new_tokens=n, stop_on_eos=False)
-    out: list[int] = []
-    for events in generate_rows(lm, None, prompt_ids, [[]], settings):
-        out += [e.token_id for e in events]
-    return out
+    key = (id(lm.model), tuple(prompt_ids.tolist()), n)
+    if key not in _REPLIES:
+        settings = GenerationSettings(max_new_tokens=n, stop_on_eos=False)
+        out: list[int] = []
+        for events in generate_rows(lm, None, prompt_ids, [[]], settings):
+            out += [e.token_id for e in events]
+        if len(_REPLIES) > 64:
+            _REPLIES.clear()
+        _REPLIES[key] = out
+    return list(_REPLIES[key])
 
 
 def _log_mass(logp: Tensor, sets: list[list[int]]) -> Tensor:
@@ -223,8 +243,7 @@ def measure_rise(
     for prompt, reply in zip(prompts, replies, strict=True):
         ids = prompt.to(lm.device)
         P = ids.numel()
-        prefix = lm.model(input_ids=ids[None, :-1], use_cache=True).past_key_values
-        prefix.reorder_cache(torch.zeros(R, dtype=torch.long, device=lm.device))
+        prefix = expand_cache(lm.model(input_ids=ids[None, :-1], use_cache=True).past_key_values, R)
         fed = torch.tensor([int(ids[-1]), *reply[:-1]], device=lm.device)[None].expand(R, -1)
         hook = SteeringHook(lm, sae, rows, prompt_len=P).reset(P - 1)
         with hook:
@@ -304,8 +323,10 @@ def toward(
     n_calibrate: int = 3,
     prompts: tuple[str, ...] = NEUTRAL_PROMPTS[:2],
     reply_tokens: int = 12,
+    output: tuple[Tensor, Tensor] | None = None,
 ) -> list[Lever]:
-    """Levers that steer toward `text`, best first (see the module docstring)."""
+    """Levers that steer toward `text`, best first (see the module docstring). output:
+    the catalog's output table (FeatureCatalog.output_table()), more candidates."""
     if not text or not text.strip():
         raise ValueError("the concept text is empty")
     if top < 1:
@@ -320,7 +341,7 @@ def toward(
     norm = residual_norm(lm, sae, prompt_ids)
 
     grad = gradient_scores(lm, sae, prompt_ids, replies, targets, refs)
-    cands = candidates(lm, sae, text, grad, max_acts)
+    cands = candidates(lm, sae, text, grad, max_acts, output=output, targets=targets)
     dir_norm = sae.decoder_directions(torch.tensor(cands)).detach().norm(dim=-1).cpu()  # (c,)
     raw_unit = norm / dir_norm.clamp(min=1e-12)  # raw strength per unit of the ladder
     rise = measure_rise(lm, sae, cands, raw_unit * LADDER[1], prompt_ids, replies, targets, refs)

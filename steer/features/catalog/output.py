@@ -34,6 +34,7 @@ from torch import Tensor
 from sae import TopKSAE
 from steer.lm.models import LoadedModel, block_output
 from steer.steering import sae_layer
+from steer.steering.coherence import expand_cache
 from steer.steering.generate import build_prompt_ids
 
 OUTPUT_PROMPTS = (
@@ -97,7 +98,9 @@ def output_scores(
         norms.append(lm.residual(p[None], layer)[0, 1:].norm(dim=-1))  # (T-1,)
         out = lm.model(input_ids=p[None, :-1], use_cache=True)
         prefixes.append(out.past_key_values)
-        last = lm.model(input_ids=p[None, -1:], past_key_values=_copy(out.past_key_values, 1))
+        last = lm.model(
+            input_ids=p[None, -1:], past_key_values=expand_cache(out.past_key_values, 1)
+        )
         base.append(F.softmax(last.logits[0, -1].float(), dim=-1))  # (V,)
         lasts.append(p[-1:])
     scale = alpha * float(torch.cat(norms).median())
@@ -116,7 +119,7 @@ def output_scores(
         try:
             for prefix, last, p in zip(prefixes, lasts, base_p, strict=True):
                 fed = last[None].expand(len(latents), -1)  # (B, 1)
-                cache = _copy(prefix, len(latents))
+                cache = expand_cache(prefix, len(latents))
                 logits = lm.model(input_ids=fed, past_key_values=cache).logits[:, -1]  # (B, V)
                 q = F.softmax(logits.float(), dim=-1)  # (B, V)
                 rise += (q - p).cpu()
@@ -131,22 +134,6 @@ def output_scores(
         if progress is not None:
             progress(int(latents[-1]) + 1, n)
     return scores, tokens, rises
-
-
-def _copy(cache, rows: int):
-    """A copy of a prompt's KV cache for `rows` batch rows (the forward extends it)."""
-    import copy
-
-    cache = copy.deepcopy(cache)
-    cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=_cache_device(cache)))
-    return cache
-
-
-def _cache_device(cache) -> torch.device:
-    layers = getattr(cache, "layers", None)
-    if layers:
-        return layers[0].keys.device
-    return cache.key_cache[0].device
 
 
 def add_output_scores(catalog, lm: LoadedModel, sae: TopKSAE, progress=None, **kwargs) -> None:
