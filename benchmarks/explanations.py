@@ -11,9 +11,18 @@ Prints:
     the --sample latents.
   - LM detection for the --sample latents: the explainer's explanation of each, scored by
     detection (balanced accuracy of the scorer's yes/no on held-out windows where the
-    latent fires vs. where it is silent; 0.5 = chance). Two controls on the same windows:
-    the latent's N2G pattern text as its explanation, and each explanation scored on
-    another latent's windows (should sit near 0.5).
+    latent fires vs. where it is silent; 0.5 = chance), on windows of the N2G score split
+    (text neither the explainer nor the N2G fit read). Controls, through the same scorer
+    on the same windows, which tell whether the explainer or the scorer is the bottleneck:
+      N2G      the latent's N2G patterns rendered as text (`the word "Paris" right after
+               "in"`);
+      oracle   `the word "X", "Y" or "Z"`: the three tokens the latent fires on most often
+               in the scored text itself (it peeks at the answers: for a token-level latent
+               a near-perfect explanation, so it bounds what the scorer can do with one);
+      another  another sampled latent's LM explanation (should sit near 0.5).
+    Each: mean over latents with a 95% bootstrap interval (over latents), and the rate at
+    which the scorer says yes (a scorer that always says yes or no is at 0.5 whatever the
+    explanation).
   - Search: for each of CONCEPTS, whether a feature among the top 5 of the BM25 search
     (`steer features --search WORD`) is about it — the word (as a word start, any case)
     is in at least half of the feature's top-context windows — and the same for the old
@@ -33,7 +42,7 @@ import torch
 from steer.features.catalog import FeatureCatalog
 from steer.features.explain.from_catalog import catalog_examples
 from steer.features.explain.heldout import fit_and_score, sae_codes
-from steer.features.explain.lm import LMExplainer, ScoringWindows, balanced_accuracy, mark
+from steer.features.explain.lm import LMExplainer, ScoringWindows, _plain, balanced_accuracy, mark
 from steer.features.explain.n2g import FIRE_FRACTION
 from steer.features.explain.store import Explanations
 from steer.lm.models import load_model
@@ -69,36 +78,92 @@ def search_benchmark(catalog: FeatureCatalog) -> None:
         )
 
 
+def n2g_as_text(label: str | None) -> str | None:
+    """An N2G label (`" Paris" after " in"/" to"`, `" Paris"/" Rome"`, `" end" after " by _"`:
+    one token between) as a phrase: `the word "Paris" right after "in" or "to"`."""
+    if not label:
+        return None
+    head, _, tail = label.partition(" after ")
+    quoted = [w.strip() for w in re.findall(r'"([^"]*)"', tail)]
+    gap = any(w.endswith("_") for w in quoted)
+    before = " or ".join(f'"{w.rstrip("_ ").strip()}"' for w in quoted if w.rstrip("_ "))
+    words = " or ".join(f'"{w.strip()}"' for w in re.findall(r'"([^"]*)"', head) if w.strip())
+    if not words:
+        return None
+    text = f"the word {words}"
+    if before:
+        text += f" {'two words after' if gap else 'right after'} {before}"
+    elif "⟨start⟩" in tail:
+        text += " at the start of a text"
+    return text
+
+
+def oracle_text(windows: ScoringWindows, latent: int, tokenizer, top: int = 3) -> str | None:
+    """`the word "X", "Y" or "Z"`: the tokens the latent fires on most in the scored text."""
+    lo, hi = torch.searchsorted(windows.lat, torch.tensor([latent, latent + 1])).tolist()
+    tokens = windows.codes.tokens.flatten()[windows.pos[lo:hi]]
+    if tokens.numel() == 0:
+        return None
+    ids, counts = tokens.unique(return_counts=True)
+    best = ids[counts.argsort(descending=True)[:top]].tolist()
+    words = [w for w in (tokenizer.decode([t]).strip() for t in best) if w]
+    return "the word " + " or ".join(f'"{w}"' for w in words) if words else None
+
+
+def interval(xs: list[float], draws: int = 10_000) -> str:
+    """mean [95% bootstrap interval over the items] (n)."""
+    if not xs:
+        return "–"
+    v = torch.tensor(xs, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    means = v[torch.randint(len(v), (draws, len(v)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}] (n={len(v)})"
+
+
 def lm_benchmark(catalog, explanations, latents, windows, explainer, n_score: int) -> None:
-    own, n2g_ctrl, shuffled = [], [], []
     texts = {}
+    tokenizer = explainer.lm.tokenizer
     for latent in latents:
         entry = catalog.entry(latent)
-        shown = [
-            mark(c.tokens, c.acts, FIRE_FRACTION * entry.max_act).replace("\n", " ")
+        shown = [  # as steer explain shows them (explain_latents)
+            _plain(mark(c.tokens, c.acts, FIRE_FRACTION * entry.max_act), tokenizer)
             for c in entry.contexts[:6]
         ]
         texts[latent] = explainer.explain(shown)
+    kinds = ("LM", "N2G", "oracle", "another")
+    scores: dict[str, list[float]] = {k: [] for k in kinds}
+    yes_rate: dict[str, list[float]] = {k: [] for k in kinds}
     order = list(latents)
     for j, latent in enumerate(order):
         yes, no = windows.windows(latent, n_score)
-        if not yes or not texts[latent]:
+        if not yes:
             continue
         fires = torch.tensor([True] * len(yes) + [False] * len(no))
-        own.append(balanced_accuracy(explainer.says_yes(texts[latent], yes + no), fires))
-        pattern = explanations.n2g_label(latent)
-        if pattern:
-            n2g_ctrl.append(balanced_accuracy(explainer.says_yes(pattern, yes + no), fires))
-        other = texts[order[(j + 1) % len(order)]] or "anything"
-        shuffled.append(balanced_accuracy(explainer.says_yes(other, yes + no), fires))
-        print(f"  #{latent:<5} detection {own[-1]:.2f}  {texts[latent]!r}")
+        given = {
+            "LM": texts[latent],
+            "N2G": n2g_as_text(explanations.n2g_label(latent)),
+            "oracle": oracle_text(windows, latent, tokenizer),
+            "another": texts[order[(j + 1) % len(order)]] or "anything",
+        }
+        line = []
+        for kind, text in given.items():
+            if not text:
+                continue
+            said = explainer.says_yes(text, yes + no)
+            scores[kind].append(balanced_accuracy(said, fires))
+            yes_rate[kind].append(float(said.float().mean()))
+            line.append(f"{kind} {scores[kind][-1]:.2f}")
+        print(f"  #{latent:<5} {len(yes) + len(no)} windows: {', '.join(line)}")
+        for kind in ("LM", "N2G", "oracle"):
+            print(f"         {kind:<6} {given[kind]!r}")
 
-    def mean(xs):
-        return f"{sum(xs) / len(xs):.3f} (n={len(xs)})" if xs else "–"
-
-    print(f"LM detection ({explainer.name} explains and scores): {mean(own)}")
-    print(f"  control, the N2G pattern as the explanation: {mean(n2g_ctrl)}")
-    print(f"  control, another latent's explanation: {mean(shuffled)}")
+    print(f"LM detection ({explainer.name} explains and scores), mean [95% CI over latents]:")
+    for kind, label in zip(kinds, ("its explanations", "control, N2G patterns as text",
+                                   "control, oracle (most frequent firing tokens)",
+                                   "control, another latent's explanation"), strict=True):  # fmt: skip
+        rate = sum(yes_rate[kind]) / len(yes_rate[kind]) if yes_rate[kind] else float("nan")
+        print(f"  {label:<46} {interval(scores[kind])}; says yes {rate:.0%}")
 
 
 def main() -> None:
@@ -106,8 +171,8 @@ def main() -> None:
     parser.add_argument("--sae", default=SAE)
     parser.add_argument("--corpus", default=CORPUS)
     parser.add_argument("--tokens", type=int, default=40_000)
-    parser.add_argument("--sample", type=int, default=16)
-    parser.add_argument("--score-windows", type=int, default=5, help="of each kind, per latent")
+    parser.add_argument("--sample", type=int, default=24)
+    parser.add_argument("--score-windows", type=int, default=8, help="of each kind, per latent")
     parser.add_argument("--explainer", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -131,7 +196,7 @@ def main() -> None:
         f"{covered:.1%} of them have a pattern"
     )
     g = torch.Generator().manual_seed(0)
-    candidates = fire.nonzero().flatten()
+    candidates = fire.nonzero().flatten()  # latents that fire in the score split
     sample = candidates[torch.randperm(candidates.numel(), generator=g)[: args.sample]].tolist()
     keep = torch.zeros_like(live)
     keep[sample] = True
@@ -140,7 +205,8 @@ def main() -> None:
 
     explanations = Explanations()
     explanations.set_n2g(patterns, scores, lm.tokenizer)
-    windows = ScoringWindows(codes, FIRE_FRACTION * catalog.max_acts, lm.tokenizer)
+    _fit_split, score_split = codes.split()  # windows from text the N2G fit did not read
+    windows = ScoringWindows(score_split, FIRE_FRACTION * catalog.max_acts, lm.tokenizer)
     explainer = LMExplainer(load_model(args.explainer), args.explainer)
     start = time.perf_counter()
     lm_benchmark(catalog, explanations, sample, windows, explainer, args.score_windows)
