@@ -30,3 +30,5 @@ for n in 576 1152 2304 4608; do
 done
 $STEER report "$RUNS/topk" "$RUNS/baselines" --out docs/reproduction \
   --title "TopK SAE reproduction on SmolLM2-135M resid_post.12"
+# The feature-quality metrics vs width on the shipped (better-trained) family instead:
+# scripts/family_quality.sh (docs/REPRODUCTION.md's quality row).
