@@ -3,8 +3,11 @@
 # feature catalog, and evaluate the family on the held-out shard. These are the exact
 # commands behind the figures in the README.
 #   scripts/ship.sh runs/final/resid_post.12 checkpoints/smollm2-135m/resid_post.12 9216-k32
+# Without the third argument DEFAULT (the SAE `steer chat` opens) is left as it is: e.g.
+# one depth of a several-depth run (steer train --layer 4,8,16,20 --out runs/depths):
+#   scripts/ship.sh runs/depths/resid_post.4 checkpoints/smollm2-135m/resid_post.4
 set -euo pipefail
-run=${1:?run folder}; dest=${2:?checkpoint folder}; default=${3:?default member}
+run=${1:?run folder}; dest=${2:?checkpoint folder}; default=${3:-}
 corpus=${CORPUS:-../shared/corpus/wikipedia-en}
 steer=.venv/bin/steer
 mkdir -p "$dest"
@@ -22,4 +25,6 @@ done
 # One pass evaluates every member (clean, zero-ablated and spliced forwards share the batch).
 "$steer" eval --sae "$dest" --corpus "$corpus/wiki-07.jsonl.xz" --split all \
     --tokens "${EVAL_TOKENS:-128k}" --json --hist "$dest/density.png" > "$dest/eval.json"
-echo "$(basename "$dest")/$default" > "$dest/../DEFAULT"   # the SAE `steer chat` opens
+if [ -n "$default" ]; then
+  echo "$(basename "$dest")/$default" > "$dest/../DEFAULT"   # the SAE `steer chat` opens
+fi
