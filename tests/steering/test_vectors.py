@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from builders import make_tiny_sae, planted_sae
-from conftest import make_tiny_lm
+from conftest import make_tiny_lm, requires_embedded
 
 from sae import SAEConfig, TopKSAE
 from steer.steering.decompose import decompose, feature_strengths
@@ -178,3 +178,36 @@ def test_planted_vector_on_the_shipped_decoder_decomposes_into_exactly_those():
     assert [p.latent for p in out.parts] == latents
     assert [round(p.weight, 3) for p in out.parts] == weights
     assert out.fraction == pytest.approx(1.0, abs=1e-5)
+
+
+OCEAN = [
+    "Tell me about the ocean.",
+    "The waves of the ocean crashed on the shore.",
+    "Whales swim deep in the ocean.",
+    "I love sailing on the open sea.",
+    "The ocean is vast and blue.",
+]
+NOT_OCEAN = [
+    "Tell me about something.",
+    "The children crashed into the door.",
+    "Trucks drive far along the highway.",
+    "I love reading in the afternoon.",
+    "The sky is clear and bright.",
+]
+
+
+@requires_embedded
+def test_a_contrastive_vector_steers_the_real_model(one_thread):
+    """SmolLM2 and the shipped SAE: the README's ocean vector (five prompts against
+    five), added at strength 2, turns a reply about the weekend to the sea."""
+    from steer.steering import Intervention, open_sae
+    from steer.steering.generate import GenerationSettings, generate_text
+    from steer.steering.toward import names_concept
+
+    lm, sae = open_sae("checkpoints/smollm2-135m/resid_post.12/9216-k32")
+    vec = build_vector(lm, sae, "ocean", OCEAN, NOT_OCEAN)  # the README's example
+    lever = Intervention("ocean", 2.0, "add", direction=vec.direction)
+    settings = GenerationSettings(max_new_tokens=24)
+    base, steered = generate_text(lm, sae, "Tell me about your weekend.", [[], [lever]], settings)
+    assert not names_concept(base["text"], ["ocean", "sea"])
+    assert names_concept(steered["text"], ["ocean", "sea"]), steered["text"]
