@@ -37,7 +37,40 @@ def test_a_family_is_shipped_with_a_default():
     total = sum(
         f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file() and f.name != "search.sqlite"
     )
-    assert total < 60 * 2**20, f"shipped checkpoints take {total / 2**20:.1f} MB (limit 60)"
+    assert total < 120 * 2**20, f"shipped checkpoints take {total / 2**20:.1f} MB (limit 120)"
+
+
+def test_several_depths_span_the_model():
+    depths = sorted(int(p.name.split(".")[1]) for p in SHIPPED.glob("resid_post.*"))
+    assert len(depths) >= 4 and depths[0] <= 8 and depths[-1] >= 16, depths
+
+
+DEPTHS = sorted({m.parent for m in MEMBERS}, key=lambda p: int(p.name.split(".")[1]))
+# Every shipped SAE reconstructs its depth as the README says (target: FVU <= 0.2 on the
+# held-out shard), with margin for this 1.5k-token sample. resid_post.20 misses the
+# target (README: FVU 0.219 on 16k held-out tokens; 0.214 on this sample), so its ceiling
+# is its own figure + margin.
+SAMPLE_FVU_CEILING = {"resid_post.20": 0.25}
+
+
+@requires_embedded
+@pytest.mark.parametrize("depth", DEPTHS, ids=lambda p: p.name)
+def test_every_depth_reconstructs_held_out_text(depth):
+    from steer.evals.evaluate import EvalConfig, evaluate_saes
+    from steer.lm.data import TokenContexts
+    from steer.lm.models import load_model, parse_hookpoint
+
+    saes = {m.name: TopKSAE.load(m) for m in MEMBERS if m.parent == depth}
+    lm = load_model("smollm2-135m")
+    contexts = TokenContexts(
+        HELDOUT_SAMPLE, lm.tokenizer, ctx_len=128, shuffle_buffer=0, max_contexts=12
+    )
+    layer = parse_hookpoint(depth.name)
+    results = evaluate_saes(lm, saes, layer, contexts, EvalConfig(tokens=1500))
+    for name, metrics in results.items():
+        print(depth.name, name, "FVU", metrics["fvu"], "loss recovered", metrics["loss_recovered"])
+        assert metrics["fvu"] < SAMPLE_FVU_CEILING.get(depth.name, 0.22), (depth.name, name)
+        assert metrics["loss_recovered"] > 0.8, (depth.name, name)
 
 
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda p: p.name)
