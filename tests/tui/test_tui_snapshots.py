@@ -217,8 +217,23 @@ def test_token_view(snap_compare):
     assert snap_compare(make_app(), terminal_size=(120, 40), run_before=run_before)
 
 
+async def steady_cursors(pilot) -> None:
+    """Stop every input's cursor from blinking: otherwise the picture depends on how long
+    the run took (the settings fields failed this way under load)."""
+    from textual.widgets import Input
+
+    for box in pilot.app.screen.query(Input):
+        box.cursor_blink = False
+    await pilot.pause()
+
+
 def test_settings_screen(snap_compare):
-    assert snap_compare(make_app(), terminal_size=(100, 30), press=["ctrl+g"])
+    async def run_before(pilot):
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        await steady_cursors(pilot)
+
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)
 
 
 def test_presets_screen(snap_compare, tmp_path):
