@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from steer.lm.kv import cache_kwargs, output_cache
 from steer.lm.models import LoadedModel
 
 MARGIN_NATS = 3.0
@@ -83,7 +84,7 @@ def continuation_ce(
         return out
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     head = torch.tensor(prompt[:-1], dtype=torch.long, device=lm.device)[None]  # (1, P-1)
-    prefix = lm.model(input_ids=head, use_cache=True).past_key_values if len(prompt) > 1 else None
+    prefix = output_cache(lm.model(input_ids=head, use_cache=True)) if len(prompt) > 1 else None
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
         # Row r reads the prompt's last token, then its continuation but the last token:
@@ -97,7 +98,9 @@ def continuation_ce(
             fed[r, : len(c)] = torch.tensor([prompt[-1], *c[:-1]])
             target[r, : len(c)] = torch.tensor(c)
         cache = None if prefix is None else expand_cache(prefix, len(chunk))
-        logits = lm.model(input_ids=fed.to(lm.device), past_key_values=cache).logits  # (B, L, V)
+        logits = lm.model(
+            input_ids=fed.to(lm.device), **cache_kwargs(lm.model, cache)
+        ).logits  # (B, L, V)
         nll = F.cross_entropy(
             logits.float().flatten(0, 1), target.flatten().to(logits.device), reduction="none"
         ).view(len(chunk), L)  # (B, L), 0 at padding

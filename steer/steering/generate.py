@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from sae import TopKSAE
+from steer.lm.kv import cache_kwargs, output_cache
 from steer.lm.models import LoadedModel
 
 from .hook import SteeringHook
@@ -235,14 +236,14 @@ def _forward(
     Position bookkeeping: the hook learns the absolute position of ids[:, 0] and which
     rows of the plan the batch holds, so prompt-only / generated-only steering and the
     per-row levers stay right as rows leave the batch."""
-    kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache}
+    kwargs = {"input_ids": ids, "use_cache": True, **cache_kwargs(lm.model, cache)}
     if _keeps_logits(type(lm.model)):
         kwargs["logits_to_keep"] = 1  # the LM head for the last position only
     if hook is not None:
         hook.reset(offset, rows)
     with hook if hook is not None else contextlib.nullcontext():
         out = lm.model(**kwargs)
-    return out.logits[:, -1].float(), out.past_key_values
+    return out.logits[:, -1].float(), output_cache(out)
 
 
 @functools.cache

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sae import TopKSAE
+from steer.lm.kv import cache_kwargs, output_cache
 from steer.lm.models import LoadedModel, block_output
 
 from .coherence import Coherence, continuation_ce, expand_cache, repetition
@@ -243,11 +244,13 @@ def measure_rise(
     for prompt, reply in zip(prompts, replies, strict=True):
         ids = prompt.to(lm.device)
         P = ids.numel()
-        prefix = expand_cache(lm.model(input_ids=ids[None, :-1], use_cache=True).past_key_values, R)
+        prefix = expand_cache(output_cache(lm.model(input_ids=ids[None, :-1], use_cache=True)), R)
         fed = torch.tensor([int(ids[-1]), *reply[:-1]], device=lm.device)[None].expand(R, -1)
         hook = SteeringHook(lm, sae, rows, prompt_len=P).reset(P - 1)
         with hook:
-            logits = lm.model(input_ids=fed, past_key_values=prefix, use_cache=True).logits
+            logits = lm.model(
+                input_ids=fed, **cache_kwargs(lm.model, prefix), use_cache=True
+            ).logits
         logp = F.log_softmax(logits.float(), dim=-1)  # (R, L, V)
         mass = _log_mass(logp, [targets, *references])  # (R, 1 + W)
         rise = mass[:-1] - mass[-1:]  # (R-1, 1 + W)

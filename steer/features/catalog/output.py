@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sae import TopKSAE
+from steer.lm.kv import cache_kwargs, output_cache
 from steer.lm.models import LoadedModel, block_output
 from steer.steering import sae_layer
 from steer.steering.coherence import expand_cache
@@ -97,9 +98,9 @@ def output_scores(
     for p in ids:
         norms.append(lm.residual(p[None], layer)[0, 1:].norm(dim=-1))  # (T-1,)
         out = lm.model(input_ids=p[None, :-1], use_cache=True)
-        prefixes.append(out.past_key_values)
+        prefixes.append(output_cache(out))
         last = lm.model(
-            input_ids=p[None, -1:], past_key_values=expand_cache(out.past_key_values, 1)
+            input_ids=p[None, -1:], **cache_kwargs(lm.model, expand_cache(output_cache(out), 1))
         )
         base.append(F.softmax(last.logits[0, -1].float(), dim=-1))  # (V,)
         lasts.append(p[-1:])
@@ -120,7 +121,9 @@ def output_scores(
             for prefix, last, p in zip(prefixes, lasts, base_p, strict=True):
                 fed = last[None].expand(len(latents), -1)  # (B, 1)
                 cache = expand_cache(prefix, len(latents))
-                logits = lm.model(input_ids=fed, past_key_values=cache).logits[:, -1]  # (B, V)
+                logits = lm.model(input_ids=fed, **cache_kwargs(lm.model, cache)).logits[
+                    :, -1
+                ]  # (B, V)
                 q = F.softmax(logits.float(), dim=-1)  # (B, V)
                 rise += (q - p).cpu()
                 ratio += ((q + FLOOR) / (p + FLOOR)).log().cpu()
