@@ -198,10 +198,18 @@ def _side_by_side(lm, sae, interventions, labels, units, settings):
         for iv in interventions
         if iv.enabled
     )
+    enabled = [iv for iv in interventions if iv.enabled]
+    # A term's own @where overrides --positions, and a vector's strength is in multiples of
+    # its difference of means (steer.steering.vectors), whatever the features' unit is.
+    if any(isinstance(iv.latent, str) for iv in enabled):
+        units += "; vectors in x their difference of means"
+    positions = f"positions={settings.positions}"
+    if any(iv.where for iv in enabled):
+        positions += " (terms with @ keep their own)"
     console.print(
         Text.assemble(
             (f"{lm.name}", "bold"),
-            f" · {sae.cfg.hookpoint} · strengths in {units} · positions={settings.positions}"
+            f" · {sae.cfg.hookpoint} · strengths in {units} · {positions}"
             f" · {'greedy' if settings.temperature == 0 else f'T={settings.temperature:g} seed={settings.seed}'}",
         )
     )

@@ -99,3 +99,12 @@ def test_every_command_defaults_to_the_shipped_sae_and_says_so(shipped, tmp_path
     result = invoke("features", "Hi", "--model", "gpt2")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: give the SAE with --sae DIR")
+
+
+def test_the_header_says_when_terms_keep_their_own_positions(sae_dir):
+    plain = invoke("generate", "--sae", sae_dir, "-p", PROMPT, "--max-tokens", 2, "--steer", "2 #3")
+    assert plain.exit_code == 0 and "positions=all ·" in plain.stdout
+    own = invoke(
+        "generate", "--sae", sae_dir, "-p", PROMPT, "--max-tokens", 2, "--steer", "2 #3 @generated"
+    )
+    assert own.exit_code == 0 and "(terms with @ keep their own)" in own.stdout

@@ -68,6 +68,11 @@ def test_generate_steers_with_a_saved_vector(promoting_dir, one_thread):
     out = json.loads(result.stdout)
     assert "Bridge" not in out["baseline"]["text"]
     assert out["steered"]["text"].count("Bridge") >= 3
+    table = invoke(
+        "generate", "--sae", promoting_dir, "--prompt", "Paris is the capital of",
+        "--steer", "4 v:bridge", "-n", 2, "--no-chat",
+    )  # fmt: skip
+    assert "vectors in x their difference of means" in table.stdout  # the header's units
 
 
 def test_each_expression_is_one_curve_and_the_table_prints(promoting_dir, tmp_path):
