@@ -14,6 +14,7 @@ from .options import (
     friendly_errors,
     load_catalog_for,
     load_for_steering,
+    sae_or_default,
 )
 
 ROWS = ("baseline", "steered")
@@ -21,7 +22,7 @@ ROWS = ("baseline", "steered")
 
 @friendly_errors
 def attribute(
-    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    sae: Path = typer.Option(None, "--sae", help=SAE_HELP + " Default: the shipped SAE."),
     prompt: str = typer.Option(None, "--prompt", "-p", help="The text (or the chat prompt)."),
     completion: str = typer.Option(
         None,
@@ -95,6 +96,7 @@ def attribute(
     if completion is not None and record is not None:
         raise ValueError("give --completion or --generated, not both")
 
+    sae = sae_or_default(sae, model)
     lm, sae_model = load_for_steering(sae, model, device, "fp32", [])
     with_completion = completion is not None or record is not None
     if record is not None and chat is None:

@@ -15,15 +15,17 @@ from .options import (
     friendly_errors,
     load_catalog_for,
     load_for_steering,
+    sae_or_default,
 )
 
 
 @friendly_errors
 def circuit(
     saes: list[Path] = typer.Option(
-        ...,
+        None,
         "--sae",
-        help="An SAE folder; repeat for each depth (one SAE per depth, any number of depths).",
+        help="An SAE folder; repeat for each depth (one SAE per depth, any number of depths). "
+        "Default: the shipped SAE with --all-depths.",
     ),
     all_depths: bool = typer.Option(
         False,
@@ -93,6 +95,8 @@ def circuit(
     check_out_file(html, "--html")
     if check < 0:
         raise ValueError(f"--check must be 0 or more, got {check}")
+    if not saes:  # the shipped SAE and its sibling depths: the whole path through the model
+        saes, all_depths = [sae_or_default(None, model)], True
     dirs = _sae_dirs(saes, all_depths)
     lm, first_sae = load_for_steering(dirs[0], model, device, "fp32", [])
     models = [first_sae] + [_load_sae(d, lm.device) for d in dirs[1:]]

@@ -15,15 +15,17 @@ from .options import (
     load_catalog_for,
     load_for_steering,
     parse_tokens,
+    sae_or_default,
 )
 
 
 @friendly_errors
 def explain(
     sae: list[Path] = typer.Option(
-        ...,
+        None,
         "--sae",
-        help=SAE_HELP + " With --n2g it may repeat: SAEs at one hook point share the model pass.",
+        help=SAE_HELP + " With --n2g it may repeat: SAEs at one hook point share the model pass."
+        " Default: the shipped SAE.",
     ),
     n2g: bool = typer.Option(
         False,
@@ -83,6 +85,7 @@ def explain(
     and the playground show them."""
     if n2g == (explainer is not None):
         raise ValueError("give one of --n2g (token patterns) or --explainer MODEL")
+    sae = sae or [sae_or_default(None, model)]
     if corpus is None and (n2g or not no_score):
         raise ValueError("give --corpus: held-out text to fit and score on (or --no-score)")
     if n2g:

@@ -315,7 +315,8 @@ def explanation_json(catalog, latent: int) -> dict | None:
 def sae_or_default(sae: Path | None, model: str | None = None) -> Path:
     """--sae, or the SAE shipped for the embedded model (said on stderr), as `steer chat`
     opens it. Every command taking --sae calls this (generate, features, index, eval,
-    serve, vector, sweep), so they all default the same way. With another --model there
+    serve, vector, sweep, attribute, circuit, explain, web), so they all default the same
+    way. With another --model there
     is no default."""
     if sae is not None:
         return Path(sae)

@@ -14,13 +14,14 @@ from .options import (
     load_catalog_for,
     load_for_steering,
     parse_tokens,
+    sae_or_default,
 )
 
 
 @friendly_errors
 def web(
     sae: Path = typer.Option(
-        ...,
+        None,
         "--sae",
         help="A Matryoshka SAE folder (its levels are the web's levels) or one SAE of a family of widths on one hook point (its siblings are).",
     ),
@@ -69,7 +70,7 @@ def web(
         raise ValueError(f"--split must be heldout or all, got {split!r}")
     if ctx_len < 2:
         raise ValueError(f"--ctx-len must be at least 2, got {ctx_len}")
-    folder, _ = split_prefix(Path(sae).expanduser())
+    folder, _ = split_prefix(Path(sae_or_default(sae, model)).expanduser())
     levels = family_levels(folder)
     path = find_web(folder)  # this SAE's, or a family member's
     if rebuild or path is None:

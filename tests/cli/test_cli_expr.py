@@ -95,6 +95,13 @@ def test_every_command_defaults_to_the_shipped_sae_and_says_so(shipped, tmp_path
     result = invoke("eval", "--corpus", corpus, "--tokens", 200, "--ctx-len", 16, "--json")
     assert result.exit_code == 0, result.output
     assert said in result.stderr
+    for command in ("attribute", "circuit"):
+        result = invoke(command, "-p", PROMPT, "--target", " Bridge", "--json")
+        assert result.exit_code == 0, result.output
+        assert said in result.stderr, command
+    # explain reaches the shipped SAE (whose stand-in has no catalog beside it here)
+    result = invoke("explain", "--n2g", "--corpus", corpus, "--tokens", 2000)
+    assert said in result.stderr and "no feature catalog for" in result.stderr
     # Another model has no default SAE: the flag is asked for, in one line.
     result = invoke("features", "Hi", "--model", "gpt2")
     assert result.exit_code == 1
