@@ -16,14 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from steer.attribution.circuit import Circuit, build_circuit
 from steer.attribution.circuit_view import TreeItem, summary, tree, tree_line  # noqa: F401
-from steer.attribution.targets import Target
 from steer.lm.models import parse_hookpoint
 
 from .checkpoints import sibling_depths
+from .why import token_context
 
 
 @dataclass
@@ -78,19 +76,8 @@ def depth_paths(engine) -> dict[int, Path]:
 
 def circuit_for_token(engine, depths: DepthSAEs, row: int, index: int, nodes: int = 6):
     """The circuit of token `index` of completion `row` of the engine's last generation."""
+    ids, target = token_context(engine, row, index, "a circuit")
     gen = engine.last
-    if gen is None:
-        raise ValueError("generate something first: then pick a token of either pane")
-    if engine.sae is None:
-        raise ValueError("no SAE loaded: a circuit needs one")
-    if not 0 <= row < len(gen.token_ids):
-        raise ValueError(f"there is no completion {row} (0 = baseline, 1 = steered)")
-    completion = gen.token_ids[row]
-    if not 0 <= index < len(completion):
-        raise ValueError(f"token {index} is out of range: the completion has {len(completion)}")
-    P = len(gen.prompt_ids)
-    ids = torch.tensor(gen.prompt_ids + completion[: index + 1], dtype=torch.long)
-    target = Target(read_at=P + index - 1, token=int(completion[index]))
     loaded = parse_hookpoint(engine.sae.cfg.hookpoint)
     paths = depth_paths(engine)
     saes, labelers = [engine.sae], {loaded: engine.label}

@@ -51,21 +51,28 @@ class WhyView:
     seconds: float
 
 
-def explain_token(engine, row: int, index: int, top: int = 8) -> WhyView:
-    """Explain token `index` of completion `row` of the engine's last generation."""
+def token_context(engine, row: int, index: int, needs: str):
+    """The ids up to token `index` of completion `row` of the engine's last generation, and
+    that token as a Target (read where it was predicted). `needs`: what wants an SAE, for
+    the error. -> (ids (T,), Target)"""
     gen = engine.last
     if gen is None:
         raise ValueError("generate something first: then pick a token of either pane")
     if engine.sae is None:
-        raise ValueError("no SAE loaded: attribution needs one")
+        raise ValueError(f"no SAE loaded: {needs} needs one")
     if not 0 <= row < len(gen.token_ids):
         raise ValueError(f"there is no completion {row} (0 = baseline, 1 = steered)")
     completion = gen.token_ids[row]
     if not 0 <= index < len(completion):
         raise ValueError(f"token {index} is out of range: the completion has {len(completion)}")
-    P = len(gen.prompt_ids)
     ids = torch.tensor(gen.prompt_ids + completion[: index + 1], dtype=torch.long)
-    target = Target(read_at=P + index - 1, token=int(completion[index]))
+    return ids, Target(read_at=len(gen.prompt_ids) + index - 1, token=int(completion[index]))
+
+
+def explain_token(engine, row: int, index: int, top: int = 8) -> WhyView:
+    """Explain token `index` of completion `row` of the engine's last generation."""
+    ids, target = token_context(engine, row, index, "attribution")
+    gen, P = engine.last, len(engine.last.prompt_ids)
     levers = None
     if row == 1 and any(iv.enabled for iv in gen.levers):
         levers = SteeringHook(
