@@ -8,9 +8,12 @@ from pathlib import Path
 import typer
 
 from .options import (
+    CONTRAST_OPTION,
     DEVICE_HELP,
     MODEL_HELP,
+    POSITION_OPTION,
     SAE_HELP,
+    TARGET_OPTION,
     friendly_errors,
     load_catalog_for,
     load_for_steering,
@@ -38,22 +41,9 @@ def attribute(
         "steered row, its features applied as they were.",
     ),
     row: str = typer.Option("baseline", "--row", help="With --generated: baseline or steered."),
-    target: str = typer.Option(
-        None,
-        "--target",
-        "-t",
-        help="The token to explain (one token, e.g. ' Paris', or #ID). Without --position: the "
-        "token after the prompt, or its first occurrence in the completion.",
-    ),
-    position: int = typer.Option(
-        None,
-        "--position",
-        help="Explain the token at this index (0-based) of the completion when there is one, "
-        "else of the prompt; negative counts from the end.",
-    ),
-    contrast: str = typer.Option(
-        None, "--contrast", help="Explain logit(target) - logit(this token) instead."
-    ),
+    target: str = TARGET_OPTION,
+    position: int = POSITION_OPTION,
+    contrast: str = CONTRAST_OPTION,
     top: int = typer.Option(10, "--top", "-n", help="Latents to show."),
     method: str = typer.Option(
         "linear",

@@ -9,8 +9,11 @@ from pathlib import Path
 import typer
 
 from .options import (
+    CONTRAST_OPTION,
     DEVICE_HELP,
     MODEL_HELP,
+    POSITION_OPTION,
+    TARGET_OPTION,
     check_out_file,
     friendly_errors,
     load_catalog_for,
@@ -41,22 +44,9 @@ def circuit(
         help="A completion of the prompt: positions then count in it, and the prompt is "
         "wrapped in the chat template as generate does.",
     ),
-    target: str = typer.Option(
-        None,
-        "--target",
-        "-t",
-        help="The token to explain (one token, e.g. ' Paris', or #ID). Without --position: the "
-        "token after the prompt, or its first occurrence in the completion.",
-    ),
-    position: int = typer.Option(
-        None,
-        "--position",
-        help="Explain the token at this index (0-based) of the completion when there is one, "
-        "else of the prompt; negative counts from the end.",
-    ),
-    contrast: str = typer.Option(
-        None, "--contrast", help="Explain logit(target) - logit(this token) instead."
-    ),
+    target: str = TARGET_OPTION,
+    position: int = POSITION_OPTION,
+    contrast: str = CONTRAST_OPTION,
     nodes: int = typer.Option(
         8, "--nodes", "-n", help="Latents kept per depth (and tokens kept), by |effect|."
     ),

@@ -312,6 +312,25 @@ def explanation_json(catalog, latent: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------- the default SAE, prompts
+# The token `steer attribute` and `steer circuit` explain, chosen the same way in both.
+TARGET_OPTION = typer.Option(
+    None,
+    "--target",
+    "-t",
+    help="The token to explain (one token, e.g. ' Paris', or #ID). Without --position: the "
+    "token after the prompt, or its first occurrence in the completion.",
+)
+POSITION_OPTION = typer.Option(
+    None,
+    "--position",
+    help="Explain the token at this index (0-based) of the completion when there is one, "
+    "else of the prompt; negative counts from the end.",
+)
+CONTRAST_OPTION = typer.Option(
+    None, "--contrast", help="Explain logit(target) - logit(this token) instead."
+)
+
+
 def sae_or_default(sae: Path | None, model: str | None = None) -> Path:
     """--sae, or the SAE shipped for the embedded model (said on stderr), as `steer chat`
     opens it. Every command taking --sae calls this (generate, features, index, eval,
