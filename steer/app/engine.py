@@ -15,7 +15,6 @@ multiple of it (10 = Golden Gate Claude's clamp); otherwise it is in raw latent 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,12 +22,11 @@ from pathlib import Path
 import torch
 
 from steer.lm.models import DEFAULT_MODEL  # re-exported: the TUI names the model it opens
-from steer.steering import MODES, Intervention, check_latent, sae_layer
+from steer.steering import Intervention, check_latent, sae_layer
 from steer.steering.generate import (
     GenerationSettings,
     TokenEvent,
     build_prompt_ids,
-    feature_activations,
     generate_rows,
 )
 
@@ -41,7 +39,10 @@ from .checkpoints import (  # noqa: F401
     is_sae_folder,
     list_checkpoints,
 )
-from .query import feature_number
+from .feature_lookup import FeatureLookupMixin
+from .levers import LeverSetMixin
+from .presets import PresetsMixin
+from .token_views import TokenViewsMixin
 from .views import (  # noqa: F401
     Context,
     FeatureHit,
@@ -57,8 +58,12 @@ Progress = Callable[[float, str], None]
 """progress(fraction in 0..1, message): called while loading."""
 
 
-class PlaygroundEngine:
-    """The playground's view-model. Build it empty and `load`, or hand it a model and SAE."""
+class PlaygroundEngine(FeatureLookupMixin, LeverSetMixin, TokenViewsMixin, PresetsMixin):
+    """The playground's view-model. Build it empty and `load`, or hand it a model and SAE.
+
+    This class holds the state, loading, settings, history and generation; its mixins add
+    feature lookup (feature_lookup.py), the lever set and its expression (levers.py), the
+    views of a token (token_views.py) and presets (presets.py)."""
 
     def __init__(
         self,
@@ -83,16 +88,6 @@ class PlaygroundEngine:
         self.notices: list[str] = []  # things the UI should tell the user after loading
         self.device = device
         self._lock = threading.RLock()
-
-    def feature_web(self):
-        """The loaded SAE's family web (`steer web`) as a steer.app.web.WebView, or None."""
-        from .web import WebView
-
-        self._require_sae()
-        key = (str(self.sae_path), self.sae.n_latents)
-        if getattr(self, "_web", (None, None))[0] != key:
-            self._web = (key, WebView.for_sae(self.sae_path, self.sae.n_latents))
-        return self._web[1]
 
     # ------------------------------------------------------------ loading
     def load(
@@ -220,38 +215,6 @@ class PlaygroundEngine:
             return bool(self.settings.chat) and self.is_chat_model
         return self.is_chat_model
 
-    def label(self, latent: int | str) -> str:
-        if isinstance(latent, str):  # a saved vector (the row shows v:NAME)
-            return "saved vector"
-        if self.catalog is None:
-            return ""
-        try:
-            return self.catalog.entry(latent).label or ""
-        except (IndexError, KeyError, ValueError):
-            return ""
-
-    def _shown(self, latent: int):
-        ex = getattr(self.catalog, "explanations", None) if self.catalog is not None else None
-        if ex is None or isinstance(latent, str) or not 0 <= latent < self.catalog.n_latents:
-            return None
-        return ex.explanation(latent)
-
-    def explanation(self, latent: int) -> str:
-        """The best explanation with what made it and its score, or ""."""
-        shown = self._shown(latent)
-        return f"{shown.text} ({shown.source} · {shown.score})" if shown else ""
-
-    def caption(self, latent: int) -> str:
-        """The label and, in a few characters, its explanation's score: `... P.92 R.41`."""
-        shown = self._shown(latent)
-        label = self.label(latent)
-        return f"{label}  {shown.short}" if shown and shown.short else label
-
-    def _hit(self, latent: int, score: float | None, label: str | None = None) -> FeatureHit:
-        return FeatureHit(
-            latent, score, self.label(latent) if label is None else label, self.explanation(latent)
-        )
-
     def max_act(self, latent: int) -> float | None:
         acts = self.max_acts
         if acts is None:
@@ -264,57 +227,6 @@ class PlaygroundEngine:
     def check_latent(self, latent: int) -> int:
         self._require_sae()
         return check_latent(latent, self.sae.n_latents)
-
-    # ------------------------------------------------------------ finding features
-    def find_by_text(self, text: str, n: int = 20) -> list[FeatureHit]:
-        """The latents that fire most on `text`, strongest first."""
-        from steer.features.catalog import latents_for_text
-
-        self._require_sae()
-        if not text.strip():
-            raise ValueError("type some text to see which features fire on it")
-        with self._lock, torch.inference_mode():
-            found = latents_for_text(self.lm, self.sae, text, n=n, catalog=self.catalog)
-        return [self._hit(int(i), float(score)) for i, score in found]
-
-    def search(self, query: str, limit: int = 20) -> list[FeatureHit]:
-        """Ranked search (BM25) over labels, explanations, activating tokens, logit lens
-        and top contexts; `#123` or `123` jumps to latent 123."""
-        self._require_sae()
-        query = query.strip()
-        number = feature_number(query)
-        if number is not None:
-            latent = self.check_latent(number)
-            return [self._hit(latent, None)]
-        if not query:
-            raise ValueError("type a word to search feature labels, or #N for feature N")
-        if self.catalog is None:
-            raise ValueError(
-                "this SAE has no feature catalog, so labels cannot be searched "
-                "(run `steer index`); search by text works without it"
-            )
-        return [
-            self._hit(int(e.index), None, e.label or "")
-            for e in self.catalog.search(query, limit=limit)
-        ]
-
-    def toward(self, text: str, top: int = 5) -> list[LeverHit]:
-        """Features that make the model talk about `text`, each with a recommended mode
-        and strength (in this engine's strength units), best first."""
-        from steer.steering.toward import toward
-
-        self._require_sae()
-        if not text.strip():
-            raise ValueError("type a word or phrase to steer toward")
-        with self._lock:
-            output = self.catalog.output_table() if self.catalog is not None else None
-            levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top, output=output)
-        return [
-            LeverHit(
-                lv.feature, lv.score, self.label(lv.feature), mode=lv.mode, strength=lv.strength
-            )
-            for lv in levers
-        ]
 
     def coherence(self):
         """The coherence meter of the last finished generation: the unsteered model's
@@ -331,144 +243,6 @@ class PlaygroundEngine:
             prompt = torch.tensor(gen.prompt_ids, dtype=torch.long)
             (meter,) = measure(self.lm, prompt, gen.token_ids[0], [gen.token_ids[1]])
         return meter
-
-    def related_features(self, latent: int, n: int = 3) -> list[FeatureHit]:
-        """Feature splitting: the nearest features (decoder cosine) of `latent` in every
-        wider SAE of the same family (sibling folders at the same hook point)."""
-        if self.sae_path is None:
-            return []
-        from steer.features.family import family_neighbours
-
-        try:
-            neighbours = family_neighbours(self.sae_path, latent, n=n)
-        except (ValueError, OSError):
-            return []
-        return [
-            FeatureHit(nb.latent, nb.cosine, f"[{member}] cos {nb.cosine:.2f}  {nb.label}".rstrip())
-            for member, hits in neighbours.items()
-            for nb in hits
-        ]
-
-    def inspect(self, latent: int) -> FeatureInfo:
-        """Catalog entry of a latent; the logit lens is computed when there is no catalog."""
-        latent = self.check_latent(latent)
-        related = self.related_features(latent)
-        if self.catalog is not None:
-            entry = self.catalog.entry(latent)
-            return FeatureInfo(**vars(entry), related=related)
-        top, bottom = self.logit_lens(latent)
-        return FeatureInfo(latent, "", None, None, None, top, bottom, [], related=related)
-
-    def logit_lens(self, latent: int, n: int = 10) -> tuple[list[str], list[str]]:
-        """Tokens the decoder direction promotes / suppresses (see steer.features.catalog.logit_lens)."""
-        from steer.features.catalog import logit_lens
-
-        latent = self.check_latent(latent)
-        with self._lock, torch.inference_mode():
-            top, bottom = logit_lens(
-                self.lm, self.sae.decoder_directions([latent]), n=n, fast=False
-            )
-        return [self.token_text(t) for t in top[0].tolist()], [
-            self.token_text(t) for t in bottom[0].tolist()
-        ]
-
-    def token_text(self, token_id: int) -> str:
-        return self.lm.tokenizer.decode([int(token_id)])
-
-    # ------------------------------------------------------------ the active feature set
-    def feature(self, latent: int) -> Intervention | None:
-        return next((f for f in self.features if f.latent == latent), None)
-
-    def add_feature(
-        self, latent: int, strength: float | None = None, mode: str = "clamp"
-    ) -> Intervention:
-        """Add a latent to the active set (or return it if already there)."""
-        latent = self.check_latent(latent)
-        existing = self.feature(latent)
-        if existing is not None:
-            return existing
-        _check_mode(mode)
-        value = self.default_strength(mode) if strength is None else float(strength)
-        intervention = Intervention(latent=latent, strength=value, mode=mode, enabled=True)
-        self.features.append(intervention)
-        return intervention
-
-    def _get(self, latent: int) -> Intervention:
-        found = self.feature(latent)
-        if found is None:
-            raise ValueError(f"feature {latent} is not in the active set")
-        return found
-
-    def remove_feature(self, latent: int) -> None:
-        feature = self._get(latent)
-        self.removed.append((self.features.index(feature), feature))
-        self.features.remove(feature)
-
-    def undo_remove(self) -> Intervention:
-        """Bring back the last removed feature, where it was, as it was (strength, mode,
-        muted or not). ValueError when there is nothing to bring back."""
-        while self.removed:
-            position, feature = self.removed.pop()
-            if self.feature(feature.latent) is None:  # not added again since
-                self.features.insert(min(position, len(self.features)), feature)
-                return feature
-        raise ValueError("no removed feature to bring back")
-
-    def set_strength(self, latent: int, value: float) -> Intervention:
-        lo_hi = self.slider_steps()[2]
-        self._get(latent).strength = max(-lo_hi, min(lo_hi, float(value)))
-        return self._get(latent)
-
-    def toggle(self, latent: int) -> Intervention:
-        feature = self._get(latent)
-        feature.enabled = not feature.enabled
-        return feature
-
-    def set_mode(self, latent: int, mode: str) -> Intervention:
-        _check_mode(mode)
-        self._get(latent).mode = mode
-        return self._get(latent)
-
-    def cycle_mode(self, latent: int) -> Intervention:
-        feature = self._get(latent)
-        # ctrl+e cycles the three SAE modes; set / cap (from an expression) go back to clamp
-        cycle = ("clamp", "add", "ablate")
-        now = cycle.index(feature.mode) if feature.mode in cycle else -1
-        return self.set_mode(latent, cycle[(now + 1) % len(cycle)])
-
-    def clear_features(self) -> None:
-        self.features = []
-
-    # ------------------------------------------------------------ the steering expression
-    @property
-    def expression(self) -> str:
-        """The active set as a steering expression (muted levers with `~`)."""
-        from steer.steering.expr import format_steering
-
-        return format_steering(self.features)
-
-    def set_expression(self, text: str) -> list[Intervention]:
-        """Replace the active set with the levers of a steering expression (README: Steering
-        expressions). ValueError (naming the column) leaves the set as it was."""
-        from steer.steering.expr import parse_steering
-
-        self._require_sae()
-        levers = self.resolve_levers(parse_steering(text).interventions())
-        with self._lock:
-            self.features, self.removed = levers, []
-        return self.features
-
-    def resolve_levers(self, levers: list[Intervention]) -> list[Intervention]:
-        """Levers checked against the SAE, saved vectors loaded from beside it; one lever
-        per feature (the panel has one row per feature: the last one listed wins)."""
-        from steer.steering.expr import Recipe, resolve_recipe
-
-        resolved = resolve_recipe(Recipe(tuple(levers)), self.sae, self.sae_path)
-        return list({iv.latent: iv for iv in resolved}.values())
-
-    def active_interventions(self) -> list[Intervention]:
-        """Copies of the enabled interventions (the UI may edit the originals meanwhile)."""
-        return [dataclasses.replace(f) for f in self.features if f.enabled]
 
     # ------------------------------------------------------------ settings
     def update_settings(self, **changes) -> GenerationSettings:
@@ -590,125 +364,6 @@ class PlaygroundEngine:
         from steer.steering.generate import eos_ids
 
         return bool(event.done and event.token_id in eos_ids(self.lm))
-
-    def _feature_acts(self, token_ids: list[int], latent: int) -> list[float]:
-        ids = torch.tensor(token_ids, dtype=torch.long, device=self.lm.device)
-        return feature_activations(self.lm, self.sae, ids, [latent])[:, 0].float().tolist()
-
-    def token_activations(self, latent: int) -> TokenView:
-        """Per-token activations of `latent` on the last prompt and both completions.
-
-        Each text is read by the unsteered model (so a clamped feature shows how much the
-        steered text itself evokes it, not the clamp value)."""
-        latent = self.check_latent(latent)
-        gen = self.last
-        if gen is None:
-            raise ValueError(
-                "generate something first: the per-token view reads the last prompt and completions"
-            )
-        n_prompt = len(gen.prompt_ids)
-        rows = []
-        with self._lock, torch.inference_mode():
-            for ids in gen.token_ids:
-                rows.append(self._feature_acts(gen.prompt_ids + ids, latent))
-        prompt = TokenActs([self.token_text(t) for t in gen.prompt_ids], rows[0][:n_prompt])
-        views = [
-            TokenActs([self.token_text(t) for t in ids], acts[n_prompt:])
-            for ids, acts in zip(gen.token_ids, rows, strict=True)
-        ]
-        observed = max([abs(a) for acts in rows for a in acts] or [0.0])
-        scale = self.max_act(latent) or observed or 1.0
-        return TokenView(
-            latent,
-            self.label(latent),
-            prompt,
-            views[0],
-            views[1] if len(views) > 1 else None,
-            max(scale, 1e-6),
-        )
-
-    # ------------------------------------------------------------ why this token?
-    def explain_token(self, row: int, index: int, top: int = 8):
-        """The latents that caused token `index` of the last completion `row` (0 baseline,
-        1 steered), checked by ablation, with the tokens driving each (steer.app.why)."""
-        from .why import explain_token
-
-        with self._lock:
-            return explain_token(self, row, index, top)
-
-    # ------------------------------------------------------------ the circuit of a token
-    def circuit_token(self, row: int, index: int, nodes: int = 6):
-        """The feature circuit behind token `index` of the last completion `row`, through
-        the loaded SAE and its siblings at other depths (steer.app.circuits)."""
-        from .circuits import DepthSAEs, circuit_for_token
-
-        with self._lock:
-            if getattr(self, "_depth_saes", None) is None:
-                self._depth_saes = DepthSAEs()
-            return circuit_for_token(self, self._depth_saes, row, index, nodes)
-
-    def circuit_lever(self, layer: int, latent: int, mode: str = "ablate"):
-        """A latent node of a circuit as a lever: (the lever, whether the SAE was switched
-        to the node's depth first)."""
-        from .circuits import circuit_lever
-
-        with self._lock:
-            return circuit_lever(self, layer, latent, mode)
-
-    def ablate_lever(self, latent: int) -> Intervention:
-        """Make `latent` an active ablation lever (added, or switched to ablate and on)."""
-        feature = self.add_feature(latent, mode="ablate")
-        feature.mode, feature.enabled = "ablate", True
-        return feature
-
-    # ------------------------------------------------------------ presets
-    def preset_path(self, name_or_path: str | Path) -> Path:
-        """`golden` -> <presets_dir>/golden.json; a path (with / or .json) is used as is."""
-        text = str(name_or_path).strip()
-        if not text:
-            raise ValueError("give the preset a name")
-        if os.sep in text or "/" in text or text.endswith(".json"):
-            path = Path(text).expanduser()
-            return path if path.suffix == ".json" else path.with_suffix(".json")
-        return self.presets_dir / f"{text}.json"
-
-    def list_presets(self) -> list[Path]:
-        return sorted(self.presets_dir.glob("*.json")) if self.presets_dir.is_dir() else []
-
-    def save_preset(self, name_or_path: str | Path) -> Path:
-        """Write the active features and the settings as JSON (`steer generate --preset`)."""
-        from steer.steering import presets
-
-        path = self.preset_path(name_or_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        presets.save_preset(
-            path,
-            [dataclasses.replace(f) for f in self.features],
-            self.settings,
-            sae=str(self.sae_path) if self.sae_path else None,
-        )
-        return path
-
-    def load_preset(self, name_or_path: str | Path) -> Path:
-        """Replace the active features (and settings) with a preset's."""
-        from steer.steering import presets
-
-        path = self.preset_path(name_or_path)
-        if not path.is_file():
-            raise ValueError(f"no preset at {path}")
-        preset = presets.load_preset(path)
-        self._require_sae()
-        self.features = self.resolve_levers(preset.interventions)
-        if preset.settings is not None:
-            self.settings = dataclasses.replace(preset.settings)
-            if self.settings.chat and not self.is_chat_model:
-                self.settings.chat = None
-        return path
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
 
 
 def _same_model(a: str, b: str) -> bool:
