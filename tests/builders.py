@@ -6,8 +6,12 @@ Plain functions, not fixtures, so tests in any folder can call them with argumen
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
 
+import pytest
 import torch
 from conftest import TINY_TEXT, make_tiny_lm
 
@@ -176,3 +180,55 @@ def invoke(*args):
     from steer.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    """The command failed (exit 1) with one line, `error: ...`, holding every fragment."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- `steer train` runs
+def tiny_train_args(model_dir, corpus, out, tokens="2k", layer="resid_post.1", k="4,8"):
+    """`steer train` on the tiny model: widths 64 and 4x (128), a few steps of 128 tokens,
+    saved every 4 steps; four SAEs (64-k4, 64-k8, 128-k4, 128-k8) with the default k."""
+    return ["train", "--model", model_dir, "--layer", layer, "--corpus", corpus,
+            "--ctx-len", "16", "--widths", "64,4x", "--k", k, "--batch-tokens", "128",
+            "--tokens", tokens, "--out", out, "--save-every", "4", "--device", "cpu",
+            "--dtype", "fp32"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def ctrl_c_in_training(at_step: int = 5):
+    """Inside the block, a training run gets a real SIGINT (Ctrl-C) to this process once it
+    has logged step `at_step`; Trainer.fit is itself again after the block."""
+    from sae.train import trainer as trainer_module
+
+    original_fit = trainer_module.Trainer.fit
+
+    def fit_with_ctrl_c(self, source, *, resume=False, on_log=None):
+        def log(record):
+            on_log(record)
+            if record["step"] >= at_step:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return original_fit(self, source, resume=resume, on_log=log)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module.Trainer, "fit", fit_with_ctrl_c)
+        yield
+
+
+def assert_same_sae(folder, reference, exact: bool = False) -> None:
+    """The SAE saved in `folder` has the weights of the one in `reference`: bit for bit
+    with `exact`, else to float tolerance (torch.testing.assert_close)."""
+    mine = TopKSAE.load(folder).state_dict()
+    for key, tensor in TopKSAE.load(reference).state_dict().items():
+        if exact:
+            assert torch.equal(mine[key], tensor), f"{folder} {key}"
+        else:
+            torch.testing.assert_close(mine[key], tensor, msg=f"{folder}.{key}")

@@ -1,13 +1,8 @@
 """`steer cache` then `steer train --activations`: one model pass, many SAEs, resumable."""
 
 import json
-import os
-import signal
 
-import torch
-from builders import invoke
-
-from sae import TopKSAE
+from builders import assert_same_sae, ctrl_c_in_training, invoke
 
 
 def cache_args(model_dir, corpus, out, tokens="3k"):
@@ -22,9 +17,7 @@ def train_args(cache, out, tokens="2k"):
             "--device", "cpu"]  # fmt: skip
 
 
-def test_cache_then_train_resume_and_eval(tiny_model_dir, tiny_corpus, tmp_path, monkeypatch):
-    from sae.train import trainer as trainer_module
-
+def test_cache_then_train_resume_and_eval(tiny_model_dir, tiny_corpus, tmp_path):
     cache = tmp_path / "cache"
     result = invoke(*cache_args(tiny_model_dir, tiny_corpus, cache))
     assert result.exit_code == 0, result.output
@@ -43,20 +36,9 @@ def test_cache_then_train_resume_and_eval(tiny_model_dir, tiny_corpus, tmp_path,
     assert cfg["extra"]["activations"] == str(cache.resolve())
     assert cfg["extra"]["tokens"] == 4000 // 128 * 128
 
-    original_fit = trainer_module.Trainer.fit
-
-    def fit_with_ctrl_c(self, source, *, resume=False, on_log=None):
-        def log(record):
-            on_log(record)
-            if record["step"] >= 9:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        return original_fit(self, source, resume=resume, on_log=log)
-
-    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_with_ctrl_c)
     out = tmp_path / "run"
-    assert invoke(*train_args(cache, out, tokens="4k")).exit_code == 130
-    monkeypatch.setattr(trainer_module.Trainer, "fit", original_fit)
+    with ctrl_c_in_training(at_step=9):
+        assert invoke(*train_args(cache, out, tokens="4k")).exit_code == 130
     other = tmp_path / "other-cache"
     assert invoke(*cache_args(tiny_model_dir, tiny_corpus, other, tokens="1k")).exit_code == 0
     result = invoke(*train_args(other, out, tokens="4k"), "--resume")
@@ -64,9 +46,7 @@ def test_cache_then_train_resume_and_eval(tiny_model_dir, tiny_corpus, tmp_path,
     result = invoke(*train_args(cache, out, tokens="4k"), "--resume")
     assert result.exit_code == 0, result.output
     for name in ("64-k4", "128-k8"):
-        resumed = TopKSAE.load(out / name).state_dict()
-        for key, tensor in TopKSAE.load(straight / name).state_dict().items():
-            torch.testing.assert_close(resumed[key], tensor, msg=f"{name}.{key}")
+        assert_same_sae(out / name, straight / name)
 
     # steer eval finds the model and the held-out corpus through the cache's provenance.
     result = invoke("eval", "--sae", out / "64-k4", "--tokens", "100", "--device", "cpu")

@@ -2,26 +2,22 @@
 Ctrl-C and --resume to the same weights."""
 
 import json
-import os
-import signal
 
-import torch
-from test_cli_train import assert_one_line_error, invoke, tiny_train_args
-
-from sae import TopKSAE
+from builders import (
+    assert_one_line_error,
+    assert_same_sae,
+    ctrl_c_in_training,
+    invoke,
+    tiny_train_args,
+)
 
 
 def matryoshka_args(model_dir, corpus, out, levels="32,128"):
-    args = tiny_train_args(model_dir, corpus, out)
-    args[args.index("4,8")] = "4"
+    args = tiny_train_args(model_dir, corpus, out, k="4")
     return [*args, "--matryoshka", levels, "--optimizer", "signum"]
 
 
-def test_matryoshka_trains_resumes_and_evaluates_every_level(
-    tiny_model_dir, tiny_corpus, tmp_path, monkeypatch
-):
-    from sae.train import trainer as trainer_module
-
+def test_matryoshka_trains_resumes_and_evaluates_every_level(tiny_model_dir, tiny_corpus, tmp_path):
     straight = tmp_path / "straight"
     result = invoke(*matryoshka_args(tiny_model_dir, tiny_corpus, straight))
     assert result.exit_code == 0, result.output
@@ -29,28 +25,15 @@ def test_matryoshka_trains_resumes_and_evaluates_every_level(
     cfg = json.loads((straight / "128-k4" / "cfg.json").read_text())
     assert cfg["matryoshka"] == [32, 128] and "--matryoshka 32,128" in cfg["extra"]["command"]
 
-    original_fit = trainer_module.Trainer.fit
-
-    def fit_with_ctrl_c(self, source, *, resume=False, on_log=None):
-        def log(record):
-            on_log(record)
-            if record["step"] >= 5:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        return original_fit(self, source, resume=resume, on_log=log)
-
-    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_with_ctrl_c)
     out = tmp_path / "run"
     args = matryoshka_args(tiny_model_dir, tiny_corpus, out)
-    assert invoke(*args).exit_code == 130
-    monkeypatch.setattr(trainer_module.Trainer, "fit", original_fit)
+    with ctrl_c_in_training(at_step=5):
+        assert invoke(*args).exit_code == 130
     other = matryoshka_args(tiny_model_dir, tiny_corpus, out, levels="64,128")
     assert_one_line_error(invoke(*other, "--resume"), "cannot resume", "matryoshka")
     assert invoke(*args, "--resume").exit_code == 0
     for path in ("128-k4", "128-k4@32"):
-        resumed = TopKSAE.load(out / path).state_dict()
-        for key, tensor in TopKSAE.load(straight / path).state_dict().items():
-            torch.testing.assert_close(resumed[key], tensor, msg=f"{path}.{key}")
+        assert_same_sae(out / path, straight / path)
 
     common = ["--json", "--split", "all", "--tokens", "200", "--device", "cpu"]
     result = invoke("eval", "--sae", straight, *common)

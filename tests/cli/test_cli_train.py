@@ -3,13 +3,17 @@
 import dataclasses
 import inspect
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from builders import invoke
+from builders import (
+    assert_one_line_error,
+    assert_same_sae,
+    ctrl_c_in_training,
+    invoke,
+    tiny_train_args,
+)
 from conftest import requires_embedded
 
 from sae import SAEConfig, TopKSAE
@@ -18,45 +22,6 @@ from steer.cli.main import app
 SHARD = (
     Path(__file__).resolve().parents[3] / "shared" / "corpus" / "wikipedia-en" / "wiki-00.jsonl.xz"
 )
-
-
-def tiny_train_args(model_dir, corpus, out, tokens="2k"):
-    return [
-        "train",
-        "--model",
-        model_dir,
-        "--layer",
-        "resid_post.1",
-        "--corpus",
-        corpus,
-        "--ctx-len",
-        "16",
-        "--widths",
-        "64,4x",
-        "--k",
-        "4,8",
-        "--batch-tokens",
-        "128",
-        "--tokens",
-        tokens,
-        "--out",
-        out,
-        "--save-every",
-        "4",
-        "--device",
-        "cpu",
-        "--dtype",
-        "fp32",
-    ]
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_train_then_eval(tiny_model_dir, tiny_corpus, tmp_path):
@@ -105,47 +70,29 @@ def test_train_then_eval(tiny_model_dir, tiny_corpus, tmp_path):
     assert "128-k8" in result.stdout and "FVU" in result.stdout and "heldout" in result.stdout
 
 
-def test_interrupted_run_resumes_to_the_same_weights(
-    tiny_model_dir, tiny_corpus, tmp_path, monkeypatch
-):
-    from sae.train import trainer as trainer_module
-
+def test_interrupted_run_resumes_to_the_same_weights(tiny_model_dir, tiny_corpus, tmp_path):
     # Reference: one uninterrupted run.
     straight = tmp_path / "straight"
     assert invoke(*tiny_train_args(tiny_model_dir, tiny_corpus, straight)).exit_code == 0
 
     # Ctrl-C (a real SIGINT to this process) a few steps in.
-    original_fit = trainer_module.Trainer.fit
-
-    def fit_with_ctrl_c(self, source, *, resume=False, on_log=None):
-        def log(record):
-            on_log(record)
-            if record["step"] >= 5:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        return original_fit(self, source, resume=resume, on_log=log)
-
-    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_with_ctrl_c)
     out = tmp_path / "run"
     args = tiny_train_args(tiny_model_dir, tiny_corpus, out)
-    result = invoke(*args)
+    with ctrl_c_in_training(at_step=5):
+        result = invoke(*args)
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
     assert "--resume" in result.stderr and "interrupted" in result.stderr
     assert (out / "train_state").exists()
-    monkeypatch.setattr(trainer_module.Trainer, "fit", original_fit)
 
     # Without --resume the folder is protected; a resume must read the same activations.
     assert_one_line_error(invoke(*args), "--resume")
-    other_layer = [a if a != "resid_post.1" else "resid_post.2" for a in args]
+    other_layer = tiny_train_args(tiny_model_dir, tiny_corpus, out, layer="resid_post.2")
     assert_one_line_error(invoke(*other_layer, "--resume"), "cannot resume", "resid_post.1")
     result = invoke(*args, "--resume")
     assert result.exit_code == 0, result.output
     for name in ("64-k4", "128-k8"):
-        resumed = TopKSAE.load(out / name).state_dict()
-        reference = TopKSAE.load(straight / name).state_dict()
-        for key, tensor in reference.items():
-            torch.testing.assert_close(resumed[key], tensor, msg=f"{name}.{key}")
+        assert_same_sae(out / name, straight / name)
 
 
 @pytest.mark.parametrize(

@@ -1,48 +1,38 @@
 """`steer train --layer 1,2`: several depths from one forward pass per batch."""
 
 import json
-import os
-import signal
 
 import pytest
-import torch
-from builders import invoke
-from test_cli_train import assert_one_line_error, tiny_train_args
+from builders import (
+    assert_one_line_error,
+    assert_same_sae,
+    ctrl_c_in_training,
+    invoke,
+    tiny_train_args,
+)
 
-from sae import TopKSAE
 from steer.cli.training import parse_layers
 
 NAMES = ("64-k4", "64-k8", "128-k4", "128-k8")
 
 
-def with_layer(args, layer):
-    return [layer if a == "resid_post.1" else a for a in args]
-
-
-def weights(folder):
-    return TopKSAE.load(folder).state_dict()
-
-
-def assert_same_weights(folder, reference):
-    mine, theirs = weights(folder), weights(reference)
-    for key, tensor in theirs.items():
-        assert torch.equal(mine[key], tensor), f"{folder} {key}"
+def depth_args(model_dir, corpus, out, layer):
+    return tiny_train_args(model_dir, corpus, out, layer=layer)
 
 
 def test_two_depths_at_once_equal_two_one_depth_runs(tiny_model_dir, tiny_corpus, tmp_path):
-    base = tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "both")
-    result = invoke(*with_layer(base, "1,3"))
+    result = invoke(*depth_args(tiny_model_dir, tiny_corpus, tmp_path / "both", "1,3"))
     assert result.exit_code == 0, result.output
     assert "steer eval --sae" in result.stderr and "resid_post.1" in result.stderr
     for layer in (1, 3):
         one = tmp_path / f"one{layer}"
-        args = tiny_train_args(tiny_model_dir, tiny_corpus, one)
-        assert invoke(*with_layer(args, f"resid_post.{layer}")).exit_code == 0
+        args = depth_args(tiny_model_dir, tiny_corpus, one, f"resid_post.{layer}")
+        assert invoke(*args).exit_code == 0
         depth = tmp_path / "both" / f"resid_post.{layer}"
         for name in NAMES:
             # Same seed, same tokens in the same order, the same activations (the forward
             # pass only goes further): the same weights, bit for bit.
-            assert_same_weights(depth / name, one / name)
+            assert_same_sae(depth / name, one / name, exact=True)
             cfg = json.loads((depth / name / "cfg.json").read_text())
             assert cfg["hookpoint"] == f"resid_post.{layer}"
             assert cfg["extra"]["layers"] == [1, 3]
@@ -60,40 +50,24 @@ def test_two_depths_at_once_equal_two_one_depth_runs(tiny_model_dir, tiny_corpus
     assert result.exit_code == 0, result.output
 
 
-def test_two_depths_interrupted_resume_to_the_same_weights(
-    tiny_model_dir, tiny_corpus, tmp_path, monkeypatch
-):
-    from sae.train import trainer as trainer_module
-
+def test_two_depths_interrupted_resume_to_the_same_weights(tiny_model_dir, tiny_corpus, tmp_path):
     straight = tmp_path / "straight"
-    args = with_layer(tiny_train_args(tiny_model_dir, tiny_corpus, straight), "1-3:2")
-    assert invoke(*args).exit_code == 0
-    original_fit = trainer_module.Trainer.fit
-
-    def fit_with_ctrl_c(self, source, *, resume=False, on_log=None):
-        def log(record):
-            on_log(record)
-            if record["step"] >= 5:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        return original_fit(self, source, resume=resume, on_log=log)
-
-    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_with_ctrl_c)
+    assert invoke(*depth_args(tiny_model_dir, tiny_corpus, straight, "1-3:2")).exit_code == 0
     out = tmp_path / "run"
-    base = tiny_train_args(tiny_model_dir, tiny_corpus, out)
-    args = with_layer(base, "1,3")
-    result = invoke(*args)
+    args = depth_args(tiny_model_dir, tiny_corpus, out, "1,3")
+    with ctrl_c_in_training(at_step=5):
+        result = invoke(*args)
     assert result.exit_code == 130, result.output
     assert "--layer 1,3" in result.stderr and "--resume" in result.stderr
-    monkeypatch.setattr(trainer_module.Trainer, "fit", original_fit)
     # Other depths than the run's: refused, the run left as it was.
-    assert_one_line_error(invoke(*with_layer(base, "1,2"), "--resume"), "cannot resume")
+    other = depth_args(tiny_model_dir, tiny_corpus, out, "1,2")
+    assert_one_line_error(invoke(*other, "--resume"), "cannot resume")
     result = invoke(*args, "--resume")
     assert result.exit_code == 0, result.output
     for layer in (1, 3):
         depth = f"resid_post.{layer}"
         for name in NAMES:
-            assert_same_weights(out / depth / name, straight / depth / name)
+            assert_same_sae(out / depth / name, straight / depth / name, exact=True)
         steps = [
             json.loads(x)["step"] for x in (out / depth / "metrics.jsonl").read_text().splitlines()
         ]
@@ -117,10 +91,10 @@ def test_layer_lists_and_ranges(spec, layers):
 def test_bad_layer_lists_are_one_line_errors(
     tiny_model_dir, tiny_corpus, tmp_path, layer, fragments
 ):
-    args = with_layer(tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "x"), layer)
+    args = depth_args(tiny_model_dir, tiny_corpus, tmp_path / "x", layer)
     assert_one_line_error(invoke(*args), *fragments)
 
 
 def test_several_depths_from_a_cache_is_a_one_line_error(tiny_model_dir, tiny_corpus, tmp_path):
-    args = with_layer(tiny_train_args(tiny_model_dir, tiny_corpus, tmp_path / "x"), "1,2")
+    args = depth_args(tiny_model_dir, tiny_corpus, tmp_path / "x", "1,2")
     assert_one_line_error(invoke(*args, "--activations", tmp_path), "--activations", "one hook")

@@ -23,6 +23,23 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def send_prompt(pilot, prompt: str = "The Golden Gate") -> None:
+    """Type a prompt and press enter; wait for the generation, then for the meter that
+    runs after it."""
+    pilot.app.query_one("#prompt").value = prompt
+    pilot.app.query_one("#prompt").focus()
+    await pilot.press("enter")
+    await settle(pilot)
+    await settle(pilot)
+
+
+async def ask_toward(pilot, concept: str = "Bridge") -> None:
+    """In the open "Steer toward…" dialog: type the concept, enter, wait for its levers."""
+    assert pilot.app.screen.query_one("#find-box").border_title == "Steer toward…"
+    await pilot.press(*concept, "enter")
+    await settle(pilot)
+
+
 async def test_steer_toward_adds_the_recommended_lever_and_the_meter_reads_it(tmp_path):
     engine = make_engine(tmp_path)
     expected = engine.toward("Bridge")[0]  # deterministic: the dialog must show the same
@@ -32,9 +49,7 @@ async def test_steer_toward_adds_the_recommended_lever_and_the_meter_reads_it(tm
         await pilot.press("ctrl+f")
         assert isinstance(app.screen, FindScreen)
         await pilot.press("ctrl+t")  # find -> steer toward…
-        assert app.screen.query_one("#find-box").border_title == "Steer toward…"
-        await pilot.press(*"Bridge", "enter")
-        await settle(pilot)
+        await ask_toward(pilot, "Bridge")
         await pilot.press("down", "enter")  # the top lever, added and the dialog closed
         await settle(pilot)
         assert not isinstance(app.screen, FindScreen)
@@ -43,11 +58,7 @@ async def test_steer_toward_adds_the_recommended_lever_and_the_meter_reads_it(tm
         assert feature.mode == expected.mode == "add"
         assert feature.strength == pytest.approx(expected.strength)
 
-        app.query_one("#prompt").value = "The Golden Gate"
-        app.query_one("#prompt").focus()
-        await pilot.press("enter")
-        await settle(pilot)
-        await settle(pilot)  # the meter runs after the generation ends
+        await send_prompt(pilot)
         meter = app.engine.coherence()
         assert meter is not None
         subtitle = app.query_one("#steered").border_subtitle
@@ -59,11 +70,7 @@ async def test_meter_stays_silent_without_levers(tmp_path):
     app = PlaygroundApp(make_engine(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.query_one("#prompt").value = "The Golden Gate"
-        app.query_one("#prompt").focus()
-        await pilot.press("enter")
-        await settle(pilot)
-        await settle(pilot)
+        await send_prompt(pilot)
         assert app.engine.coherence() is None
         assert "nats/tok" not in app.query_one("#steered").border_subtitle
 
@@ -74,17 +81,12 @@ async def test_one_key_adds_the_lever_and_regenerates_the_last_prompt(tmp_path):
     app = PlaygroundApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.query_one("#prompt").value = "The Golden Gate"
-        app.query_one("#prompt").focus()
-        await pilot.press("enter")
-        await settle(pilot)
+        await send_prompt(pilot)
         assert app.engine.coherence() is None  # no lever yet: nothing to measure
         first = app.gen_id
         app.action_steer_toward()  # the palette's "Steer toward…"
         await pilot.pause()
-        assert app.screen.query_one("#find-box").border_title == "Steer toward…"
-        await pilot.press(*"Bridge", "enter")
-        await settle(pilot)
+        await ask_toward(pilot, "Bridge")
         await pilot.press("down", "ctrl+r")
         await settle(pilot)
         await settle(pilot)
@@ -104,11 +106,7 @@ async def test_meter_flags_a_reply_pushed_into_gibberish(tmp_path):
     app = PlaygroundApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.query_one("#prompt").value = "The Golden Gate"
-        app.query_one("#prompt").focus()
-        await pilot.press("enter")
-        await settle(pilot)
-        await settle(pilot)
+        await send_prompt(pilot)
         assert (
             "⚠ gibberish 9.5 nats/tok (unsteered 1.1)" in app.query_one("#steered").border_subtitle
         )
