@@ -31,14 +31,9 @@ the stream's order, so it trains exactly as a one-depth run on that hook point w
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import math
-import time
-import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -49,14 +44,15 @@ from sae.geomedian import geometric_median
 from sae.matryoshka import nested_forward
 from sae.model import TopKSAE, atomic_write
 from sae.optim import ScheduleFreeSignSGD, default_signum_lr
-from sae.state import load_state, pack, save_state, state_exists, unpack
+from sae.state import state_exists
 from sae.train.baselines import after_step, baseline_step, make_sae
+from sae.train.batcher import Batcher
+from sae.train.checkpoints import STATE_DIR, CheckpointsMixin
 from sae.train.config import TrainConfig
+from sae.train.metrics_log import METRICS_FILE, MetricsLogMixin  # noqa: F401 - re-exported
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 6.25e-10  # paper App. A; the PyTorch default 1e-8 is large next to TopK-sparse grads
-STATE_DIR = "train_state"
-METRICS_FILE = "metrics.jsonl"
 
 
 def sae_name(n_latents: int, k: int) -> str:
@@ -68,53 +64,13 @@ def default_lr(n_latents: int) -> float:
     return 2e-4 / math.sqrt(n_latents / 2**14)
 
 
-class _Batcher:
-    """Re-chunks a stream of (N_i, *shape) batches into (size, *shape) batches (the last may
-    be short); shape is (d,), or (D, d) for D depths at once.
-
-    Tokens taken from the source but not yet trained on stay in `pending`, which is saved
-    in the training state so that a resumed run sees exactly the same batches."""
-
-    def __init__(
-        self, it: Iterator, size: int, shape: tuple, device: torch.device, pending: Tensor | None
-    ):
-        self.it, self.size, self.shape, self.device = it, size, tuple(shape), device
-        self.pending: list[Tensor] = (
-            [pending.to(device)] if pending is not None and len(pending) else []
-        )
-        self.n_pending = sum(len(p) for p in self.pending)
-        self.exhausted = False
-
-    def next(self) -> Tensor | None:
-        while self.n_pending < self.size and not self.exhausted:
-            try:
-                batch = next(self.it)
-            except StopIteration:
-                self.exhausted = True
-                break
-            if not isinstance(batch, Tensor) or tuple(batch.shape[1:]) != self.shape:
-                shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
-                want = ", ".join(["N", *map(str, self.shape)])
-                raise ValueError(f"activation batches must be ({want}) tensors, got {shape}")
-            if len(batch) == 0:
-                continue
-            batch = batch.to(self.device, non_blocking=True)
-            if not self.pending and len(batch) == self.size:
-                return batch  # the usual case: the source already yields full batches
-            self.pending.append(batch)
-            self.n_pending += len(batch)
-        if self.n_pending == 0:
-            return None
-        flat = torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0]
-        out, rest = flat[: self.size], flat[self.size :]
-        self.pending = [rest] if len(rest) else []
-        self.n_pending = len(rest)
-        return out
-
-
-class Trainer:
+class Trainer(MetricsLogMixin, CheckpointsMixin):
     """Trains `saes` ("<n>-k<k>" -> TopKSAE), one per (width, k) of the config; with
-    `hookpoints`, one family per hook point ("<hookpoint>/<n>-k<k>" -> TopKSAE)."""
+    `hookpoints`, one family per hook point ("<hookpoint>/<n>-k<k>" -> TopKSAE).
+
+    Here: building the SAEs, the training loop, one step, the schedule and initialisation;
+    metrics and the summary are in metrics_log.py, the state and checkpoints on disk in
+    checkpoints.py, batches of batch_tokens in batcher.py."""
 
     def __init__(
         self,
@@ -231,32 +187,13 @@ class Trainer:
                 "this Trainer has already trained: create a new one, or fit(resume=True)"
             )
         self._fitted = True
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        pending = None
-        if resume:
-            if not state_exists(self.out_dir / STATE_DIR):
-                raise ValueError(f"nothing to resume: {self.out_dir / STATE_DIR} does not exist")
-            pending = self._load_state(source)
-            self._trim_metrics()
-        else:
-            for path in self._metrics_paths().values():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, lambda tmp: Path(tmp).write_text(""))
-
+        pending = self._start_or_resume(source, resume)
         shape = (self.d_in,) if self.hookpoints is None else (len(self.hookpoints), self.d_in)
-        batcher = _Batcher(iter(source), self.cfg.batch_tokens, shape, self.device, pending)
+        batcher = Batcher(iter(source), self.cfg.batch_tokens, shape, self.device, pending)
         queue: deque[Tensor] = deque()  # batches taken for initialisation, trained on first
         stopped = "done"
-        if not self.initialized:
-            target = min(self.cfg.geomedian_tokens, self.total_steps * self.cfg.batch_tokens)
-            got = 0
-            while got < target and (batch := batcher.next()) is not None:
-                queue.append(batch)
-                got += len(batch)
-            if not queue:
-                raise ValueError("the activation source yielded no data")
-            if not self._initialize(torch.cat(list(queue))):
-                stopped = "nan"
+        if not self.initialized and not self._initialize_from(batcher, queue):
+            stopped = "nan"
 
         self._reset_log_window()
         logged_step = self.step
@@ -286,6 +223,33 @@ class Trainer:
         self._stop = False  # a stop requested before fit() started still counts; this one is done
         return self._summary(stopped)
 
+    def _start_or_resume(self, source, resume: bool) -> Tensor | None:
+        """A new run: empty metrics files. A resume: the saved state loaded, metrics
+        logged after it dropped. Returns the tokens taken but not yet trained on."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for path in self._metrics_paths().values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda tmp: Path(tmp).write_text(""))
+            return None
+        if not state_exists(self.out_dir / STATE_DIR):
+            raise ValueError(f"nothing to resume: {self.out_dir / STATE_DIR} does not exist")
+        pending = self._load_state(source)
+        self._trim_metrics()
+        return pending
+
+    def _initialize_from(self, batcher: Batcher, queue: deque[Tensor]) -> bool:
+        """Take the first geomedian_tokens into `queue` (trained on first) and initialise
+        from them. False when they are not finite."""
+        target = min(self.cfg.geomedian_tokens, self.total_steps * self.cfg.batch_tokens)
+        got = 0
+        while got < target and (batch := batcher.next()) is not None:
+            queue.append(batch)
+            got += len(batch)
+        if not queue:
+            raise ValueError("the activation source yielded no data")
+        return self._initialize(torch.cat(list(queue)))
+
     # ------------------------------------------------------------------ one step
     def _backward_and_step(self, x: Tensor) -> bool:
         """Forward + backward of every SAE on batch x (N, d), then one optimiser step each.
@@ -296,10 +260,31 @@ class Trainer:
         """
         cfg = self.cfg
         x = x.to(self.device, non_blocking=True)
+        inputs = self._depth_inputs(x)
+        checks, fired = self._forward_backward(inputs)
+
+        n_tokens = self._reduce_tokens(inputs[0].shape[0])
+        self._reduce_gradients()
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        for name, sae in self.saes.items():
+            if self.specs[name].unit_decoder:
+                sae.remove_gradient_parallel_to_decoder()
+            checks.append(torch.nn.utils.clip_grad_norm_(sae.parameters(), clip))
+        if not bool(torch.isfinite(torch.stack(checks)).all()):  # the one sync of a step
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            return False
+        self._optimizer_steps(fired, n_tokens)
+        return True
+
+    def _forward_backward(self, inputs: list[Tensor]) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Loss and gradients of every SAE on its depth's batch (N, d); each SAE's loss goes
+        in the log window. Returns the losses (for the finiteness check) and, per SAE, how
+        often each latent fired (n,)."""
+        cfg = self.cfg
         can_be_dead = cfg.auxk_alpha > 0 and self.tokens > self.dead_after_tokens
         checks: list[Tensor] = []
         fired: dict[str, Tensor] = {}
-        inputs = self._depth_inputs(x)
         for name, sae in self.saes.items():
             x = inputs[self.depth_of[name]]  # (N, d)
             dead_mask = self.since_fired[name] > self.dead_after_tokens if can_be_dead else None
@@ -324,19 +309,11 @@ class Trainer:
                 [out.fvu.detach(), out.auxk_loss.detach(), l0.to(out.fvu.dtype)]
             )
             checks.append(loss.detach())
+        return checks, fired
 
-        n_tokens = self._reduce_tokens(inputs[0].shape[0])
-        self._reduce_gradients()
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        for name, sae in self.saes.items():
-            if self.specs[name].unit_decoder:
-                sae.remove_gradient_parallel_to_decoder()
-            checks.append(torch.nn.utils.clip_grad_norm_(sae.parameters(), clip))
-        if not bool(torch.isfinite(torch.stack(checks)).all()):  # the one sync of a step
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            return False
-
+    def _optimizer_steps(self, fired: dict[str, Tensor], n_tokens: int) -> None:
+        """One optimiser step per SAE at the scheduled lr, then the dead-latent counters
+        and the step and token counts."""
         lr_factor = self.lr_factor(self.step)
         for name, sae in self.saes.items():
             opt = self.optimizers[name]
@@ -353,20 +330,12 @@ class Trainer:
         self.step += 1
         self.tokens += n_tokens
         self._window_steps += 1
-        return True
 
     def _depth_inputs(self, x: Tensor) -> list[Tensor]:
         """Batch (N, d) or (N, D, d) -> each depth's (N, d), contiguous for the matmuls."""
         if self.hookpoints is None:
             return [x]
         return [x[:, i].contiguous() for i in range(x.shape[1])]
-
-    def _metrics_paths(self) -> dict[str, Path]:
-        """Name prefix ("" with one depth, "<hookpoint>/") -> that family's metrics file."""
-        return {
-            prefix: self.out_dir / prefix / METRICS_FILE
-            for prefix, _ in self._families(self.hookpoint)
-        }
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the base lr at 0-based `step`: linear warmup, then linear decay to 0."""
@@ -412,206 +381,6 @@ class Trainer:
                     sae.b_pre.copy_(median.to(sae.dtype))
         self.initialized = True
         return True
-
-    # ------------------------------------------------------------------ logging
-    def _reset_log_window(self) -> None:
-        # Running sums since the last log, kept on the device: [fvu, auxk_loss, l0].
-        self._window = {name: torch.zeros(3, device=self.device) for name in self.saes}
-        self._window_steps = 0
-        self._window_start = (time.perf_counter(), self.tokens)
-
-    def _log(self, log_file, on_log) -> None:
-        now = time.perf_counter()
-        t0, tokens0 = self._window_start
-        steps = max(1, self._window_steps)
-        lr_factor = self.lr_factor(max(0, self.step - 1))
-        saes = {}
-        for name in self.saes:
-            fvu, auxk, l0 = (self._window[name] / steps).tolist()
-            dead = float((self.since_fired[name] > self.dead_after_tokens).float().mean())
-            saes[name] = {
-                "fvu": fvu,
-                "l0": l0,
-                "dead_frac": dead,
-                "auxk_loss": auxk,
-                "lr": self.lrs[name] * lr_factor,
-            }
-        self.metrics = saes
-        first = next(iter(saes.values()))
-        record = {
-            "step": self.step,
-            "tokens": self.tokens,
-            "tokens_per_s": (self.tokens - tokens0) / max(now - t0, 1e-9),
-            "lr": first["lr"],
-            "saes": saes,
-        }
-        # Several depths: each depth's file gets the record of its own family, named as
-        # in a one-depth run; on_log sees them all ("<hookpoint>/<n>-k<k>").
-        files = log_file if isinstance(log_file, dict) else {"": log_file}
-        for prefix, file in files.items():
-            mine = {n[len(prefix) :]: m for n, m in saes.items() if n.startswith(prefix)}
-            file.write(json.dumps({**record, "saes": mine}) + "\n")
-            file.flush()
-        self._reset_log_window()
-        if on_log is not None:
-            on_log(record)
-
-    def _trim_metrics(self) -> None:
-        """On resume, drop records logged after the checkpoint we resume from."""
-        for path in self._metrics_paths().values():
-            if not path.exists():
-                continue
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", math.inf) <= self.step:
-                        kept.append(line + "\n")
-                except (json.JSONDecodeError, AttributeError):
-                    continue  # e.g. a line half-written when the run was killed
-            atomic_write(path, lambda tmp, kept=kept: Path(tmp).write_text("".join(kept)))
-
-    # ------------------------------------------------------------------ checkpoints
-    def _save(self, pending: list[Tensor], source) -> None:
-        tensors: dict[str, Tensor] = {}
-        for name, sae in self.saes.items():
-            for pname, p in sae.state_dict().items():
-                tensors[f"sae/{name}/{pname}"] = p.detach().cpu().clone()
-            tensors[f"since_fired/{name}"] = self.since_fired[name].cpu().clone()
-        optim = {
-            name: pack(opt.state_dict(), tensors, f"optim/{name}")
-            for name, opt in self.optimizers.items()
-        }
-        rng = {"torch": pack(torch.get_rng_state(), tensors, "rng/torch")}
-        if self.device.type == "cuda":
-            rng["cuda"] = pack(torch.cuda.get_rng_state(self.device), tensors, "rng/cuda")
-        if pending:
-            tensors["pending"] = torch.cat([p.cpu() for p in pending])
-        source_state = None
-        if hasattr(source, "state_dict"):
-            source_state = pack(source.state_dict(), tensors, "source")
-        meta = {
-            "step": self.step,
-            "tokens": self.tokens,
-            "d_in": self.d_in,
-            "saes": list(self.saes),
-            "multi_topk": self.cfg.multi_topk,
-            "input_scale": {name: sae.cfg.input_scale for name, sae in self.saes.items()},
-            "train_config": asdict(self.cfg),
-            "optim": optim,
-            "rng": rng,
-            "source": source_state,
-            "metrics": self.metrics,
-        }
-        save_state(self.out_dir / STATE_DIR, meta, tensors)
-        with contextlib.ExitStack() as averaged:
-            # Checkpoints hold schedule-free's average x; training goes on from y unchanged.
-            for name, opt in self.optimizers.items():
-                if hasattr(opt, "average_weights"):
-                    averaged.enter_context(opt.average_weights())
-                    self.saes[name].fold_decoder_norms()
-            self._save_checkpoints()
-
-    def _save_checkpoints(self) -> None:
-        for name, sae in self.saes.items():
-            sae.cfg.extra = {
-                **self.provenance,
-                "tokens": self.tokens,
-                "steps": self.step,
-                "lr": self.lrs[name],
-                "dead_after_tokens": self.dead_after_tokens,
-                "k_aux": self.k_aux,
-                "train_config": asdict(self.cfg),
-                "metrics": self.metrics.get(name, {}),
-            }
-            spec = self.specs[name]
-            if spec.arch != "topk":
-                sae.cfg.extra.update(train_arch=spec.arch, sparsity_coeff=spec.coeff)
-            if not spec.unit_decoder:
-                # Free decoder rows (relu): save with unit rows, norms moved into the
-                # encoder (the same function); training goes on from the unfolded weights.
-                sae = copy.deepcopy(sae)
-                sae.fold_decoder_norms()
-            sae.save(self.out_dir / name)
-
-    def _use_average_weights(self) -> None:
-        """Schedule-free optimizers: leave the parameters at the average x (end of training)."""
-        for name, opt in self.optimizers.items():
-            if hasattr(opt, "average_weights") and opt.train_mode:
-                opt.eval()
-                self.saes[name].fold_decoder_norms()
-
-    def _load_state(self, source) -> Tensor | None:
-        folder = self.out_dir / STATE_DIR
-        meta, tensors = load_state(folder)
-        saved_optimizer = meta.get("train_config", {}).get("optimizer", "adam")
-        if saved_optimizer != self.cfg.optimizer:
-            raise ValueError(
-                f"cannot resume from {folder}: it was trained with optimizer={saved_optimizer}, "
-                f"this run has optimizer={self.cfg.optimizer}"
-            )
-        theirs_levels = meta.get("train_config", {}).get("matryoshka", [])
-        if theirs_levels != self.cfg.matryoshka:
-            raise ValueError(
-                f"cannot resume from {folder}: it was trained with matryoshka levels "
-                f"{theirs_levels or 'none'}, this run has {self.cfg.matryoshka or 'none'}"
-            )
-        mine = {"d_in": self.d_in, "saes": list(self.saes), "multi_topk": self.cfg.multi_topk}
-        theirs = {key: meta.get(key) for key in mine}
-        if theirs != mine:
-            raise ValueError(
-                f"cannot resume from {folder}: it was trained with d_in={theirs['d_in']}, "
-                f"SAEs {theirs['saes']}, multi_topk={theirs['multi_topk']}; this run has "
-                f"d_in={self.d_in}, SAEs {mine['saes']}, multi_topk={self.cfg.multi_topk}"
-            )
-        try:
-            for name, sae in self.saes.items():
-                params = {p: tensors[f"sae/{name}/{p}"] for p in sae.state_dict()}
-                sae.load_state_dict(params)
-                sae.cfg.input_scale = float(meta["input_scale"][name])
-                self.optimizers[name].load_state_dict(unpack(meta["optim"][name], tensors))
-                self.since_fired[name] = tensors[f"since_fired/{name}"].to(self.device, torch.long)
-            torch.set_rng_state(unpack(meta["rng"]["torch"], tensors))
-            if self.device.type == "cuda" and "cuda" in meta["rng"]:
-                torch.cuda.set_rng_state(unpack(meta["rng"]["cuda"], tensors), self.device)
-            self.step, self.tokens = int(meta["step"]), int(meta["tokens"])
-            self.metrics = {name: dict(meta.get("metrics", {}).get(name, {})) for name in self.saes}
-        except (KeyError, TypeError, RuntimeError, ValueError) as err:
-            raise ValueError(
-                f"corrupt training state {folder}: {type(err).__name__}: {err}"
-            ) from None
-        for name, sae in self.saes.items():
-            if not all(torch.isfinite(p).all() for p in sae.parameters()):
-                raise ValueError(f"corrupt training state {folder}: {name} has NaN or Inf weights")
-        if meta.get("source") is not None:
-            if hasattr(source, "load_state_dict"):
-                source.load_state_dict(unpack(meta["source"], tensors))
-            else:
-                warnings.warn(
-                    "the training state holds a data position but this source has no "
-                    "load_state_dict(): resuming from the start of the source",
-                    stacklevel=3,
-                )
-        self.initialized = True
-        return tensors.get("pending")
-
-    # ------------------------------------------------------------------ summary
-    def _summary(self, stopped: str) -> dict:
-        saes = {}
-        for name, sae in self.saes.items():
-            folder = self.out_dir / name
-            saes[name] = {
-                **self.metrics.get(name, {}),
-                "n_latents": sae.n_latents,
-                "k": sae.k,
-                "path": str(folder) if (folder / "sae.safetensors").exists() else None,
-            }
-        return {
-            "steps": self.step,
-            "tokens": self.tokens,
-            "stopped": stopped,
-            "out_dir": str(self.out_dir),
-            "saes": saes,
-        }
 
 
 def _make_optimizer(kind: str, sae: TopKSAE, lr: float) -> torch.optim.Optimizer:
