@@ -236,3 +236,39 @@ def cached_source(
         int(meta.get("ctx_len", 128)),
         stream=stream,
     )
+
+
+def open_source(activations, model, layer, corpus, text_field, ctx_len, torch_dtype, dev,
+                batch_tokens, seed, dist_env) -> Source:  # fmt: skip
+    """Where the activations come from: the cache in --activations (one process, one hook
+    point), or the model over the corpus."""
+    multi = isinstance(layer, list)
+    if multi and dist_env.distributed:
+        raise ValueError("several --layer depths train in one process: launch without torchrun")
+    if activations is not None:
+        if dist_env.distributed:
+            raise ValueError("--activations trains in one process: launch without torchrun")
+        if multi:
+            raise ValueError(
+                "--activations holds one hook point: give one --layer, or run the model"
+            )
+        return cached_source(activations, model, layer, batch_tokens, seed)
+    return model_source(model, layer, corpus, text_field, ctx_len, torch_dtype, dev)
+
+
+def make_trainer(cfg, source: Source, out_dir: Path, run: dict, provenance: dict, dist_env):
+    """The trainer of this run: data parallel under torchrun, one family per depth with
+    several --layer depths."""
+    from sae.train.distributed import DistributedTrainer
+    from sae.train.trainer import Trainer
+
+    multi = isinstance(source.layer, list)
+    return (DistributedTrainer if dist_env.distributed else Trainer)(
+        cfg,
+        source.d_model,
+        out_dir,
+        hookpoint=run["hookpoint"],
+        hookpoints=[f"resid_post.{one}" for one in source.layer] if multi else None,
+        model_name=source.model,
+        provenance=provenance,
+    )
