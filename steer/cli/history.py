@@ -41,7 +41,7 @@ def export(
 ) -> None:
     """Write history.json, history.md and runs/run-NNN.json (one preset per run:
     `steer generate --preset runs/run-001.json` replays it)."""
-    from steer.app.session import export_history
+    from steer.app.history_export import export_history
 
     path, saved = _open(session)
     if not saved.runs:

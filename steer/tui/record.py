@@ -22,11 +22,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Label
 from textual.widgets.option_list import Option
 
+from steer.app.history_export import export_history
 from steer.app.session import (
     Run,
     Session,
     capture,
-    export_history,
     record_run,
     restore,
     save_session,
