@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from .eval_paper import paper_metrics
 from .options import SAE_DEFAULT_HELP, friendly_errors, resolve_device, sae_or_default
 
 
@@ -131,66 +132,28 @@ def evaluate(
       N2G P / R       mean precision / recall of the latents' N2G patterns on held-out
                       tokens (a latent fires above half its max), over latents that fire
     """
-    from sae import load_sae
-    from steer.evals.evaluate import (
-        DEFAULT_HELDOUT_FRACTION,
-        EvalConfig,
-        find_sae_dirs,
-        save_density_histogram,
-    )
+    from steer.evals.evaluate import EvalConfig, save_density_histogram
     from steer.lm.data import TokenContexts
-    from steer.lm.models import DEFAULT_MODEL, load_model, parse_hookpoint
+    from steer.lm.models import DEFAULT_MODEL, load_model
 
     from .options import (
         check_ctx_len,
         check_device,
-        check_out_file,
-        check_positive,
         model_dtype,
         provenance_of,
         quiet_model_loading,
     )
 
     n_tokens = _count(tokens)
-    check_positive(batch_contexts=batch_contexts)
-    if not 0 < dense_threshold < 1:
-        raise ValueError(
-            f"--dense-threshold is a fraction of the eval tokens, in (0, 1); got {dense_threshold}"
-        )
-    check_out_file(hist, "--hist")
+    _check_numbers(batch_contexts, dense_threshold, hist)
     dev = check_device(resolve_device(device))
     if split not in ("auto", "heldout", "all"):
         raise ValueError(f"--split must be auto, heldout or all, got {split!r}")
-    folders = find_sae_dirs(sae_or_default(sae, model))
-    saes = {name: load_sae(folder) for name, folder in folders.items()}  # native, sparsify, SAELens
+    saes, layer_index = _open_saes(sae, model, layer)
     first = next(iter(saes.values()))
     prov = provenance_of(first.cfg)
-
     model_name = model or first.cfg.model_name or DEFAULT_MODEL
-    hookpoint = layer if layer is not None else first.cfg.hookpoint
-    if not hookpoint:
-        raise ValueError(f"{sae} does not say which layer it reads: pass --layer")
-    layer_index = parse_hookpoint(hookpoint)
-    for name, one in saes.items():
-        if (
-            layer is None
-            and one.cfg.hookpoint
-            and parse_hookpoint(one.cfg.hookpoint) != layer_index
-        ):
-            raise ValueError(
-                f"{name} reads {one.cfg.hookpoint}, not resid_post.{layer_index}: evaluate it separately"
-            )
-
-    train_corpus = prov.get("corpus")
-    corpus = corpus or train_corpus
-    if not corpus:
-        raise ValueError(
-            "the SAE does not record its training corpus: pass --corpus PATH (held-out text)"
-        )
-    heldout_fraction = float(prov.get("heldout_fraction", DEFAULT_HELDOUT_FRACTION))
-    if split == "auto":
-        same = train_corpus is not None and _same_source(corpus, train_corpus)
-        split = "heldout" if same and heldout_fraction > 0 else "all"
+    corpus, split, heldout_fraction = _eval_text(corpus, split, prov)
 
     quiet_model_loading()
     lm = load_model(model_name, device=dev, dtype=model_dtype(dtype))
@@ -215,7 +178,7 @@ def evaluate(
     )
     results = _run(lm, saes, layer_index, contexts, cfg, quiet=as_json)
     if probes or ablation or n2g:
-        _paper_metrics(results, lm, saes, layer_index, contexts, locals(), quiet=as_json)
+        paper_metrics(results, lm, saes, layer_index, contexts, locals(), quiet=as_json)
     if hist is not None:
         freqs = {name: r["frequencies"] for name, r in results.items()}
         save_density_histogram(freqs, hist, next(iter(results.values()))["tokens"])
@@ -229,67 +192,59 @@ def evaluate(
         _print_table(results, hist)
 
 
-def _paper_metrics(results, lm, saes, layer, contexts, opts: dict, quiet: bool) -> None:
-    from steer.evals.paper import add_ablation_metrics, add_probe_metrics
+def _check_numbers(batch_contexts: int, dense_threshold: float, hist: Path | None) -> None:
+    from .options import check_out_file, check_positive
 
-    note = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
-    autocast = opts["dtype"] == "auto"
-    if opts["probes"]:
-        if opts["probe_examples"] < 8:
-            raise ValueError("--probe-examples must be at least 8")
-        note("probe tasks: building from the held-out text, fitting 1-D probes ...")
-        sizes = add_probe_metrics(
-            results,
-            lm,
-            saes,
-            layer,
-            contexts.documents(),
-            n_per_class=opts["probe_examples"],
-            autocast=autocast,
+    check_positive(batch_contexts=batch_contexts)
+    if not 0 < dense_threshold < 1:
+        raise ValueError(
+            f"--dense-threshold is a fraction of the eval tokens, in (0, 1); got {dense_threshold}"
         )
-        note(f"probe tasks ({len(sizes)}): " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
-    if opts["n2g"]:
-        note("N2G: fitting token patterns of every latent on held-out text ...")
-        _n2g_metrics(results, lm, saes, contexts, _count(opts["n2g_tokens"]), autocast)
-    if opts["ablation"]:
-        note("ablation sparsity: ablating active latents one at a time ...")
-        add_ablation_metrics(
-            results,
-            lm,
-            saes,
-            layer,
-            contexts,
-            n_contexts=opts["ablation_contexts"],
-            positions=opts["ablation_positions"],
-            horizon=opts["ablation_horizon"],
-            autocast=autocast,
+    check_out_file(hist, "--hist")
+
+
+def _open_saes(sae: Path | None, model: str | None, layer: str | None):
+    """The SAEs of --sae (one folder, or a run folder of several: native, sparsify or
+    SAELens) and the layer they read, which must be one."""
+    from sae import load_sae
+    from steer.evals.evaluate import find_sae_dirs
+    from steer.lm.models import parse_hookpoint
+
+    folders = find_sae_dirs(sae_or_default(sae, model))
+    saes = {name: load_sae(folder) for name, folder in folders.items()}  # native, sparsify, SAELens
+    first = next(iter(saes.values()))
+    hookpoint = layer if layer is not None else first.cfg.hookpoint
+    if not hookpoint:
+        raise ValueError(f"{sae} does not say which layer it reads: pass --layer")
+    layer_index = parse_hookpoint(hookpoint)
+    for name, one in saes.items():
+        if (
+            layer is None
+            and one.cfg.hookpoint
+            and parse_hookpoint(one.cfg.hookpoint) != layer_index
+        ):
+            raise ValueError(
+                f"{name} reads {one.cfg.hookpoint}, not resid_post.{layer_index}: evaluate it separately"
+            )
+    return saes, layer_index
+
+
+def _eval_text(corpus: str | None, split: str, prov: dict) -> tuple[str, str, float]:
+    """(corpus, split, held-out fraction): by default the training corpus's held-out
+    documents, as its provenance records them."""
+    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
+
+    train_corpus = prov.get("corpus")
+    corpus = corpus or train_corpus
+    if not corpus:
+        raise ValueError(
+            "the SAE does not record its training corpus: pass --corpus PATH (held-out text)"
         )
-
-
-def _n2g_metrics(results, lm, saes, contexts, n_tokens: int, autocast: bool) -> None:
-    """N2G precision / recall per SAE (steer.features.explain, shared with steer explain)."""
-    import itertools
-
-    import torch
-
-    from steer.features.explain.heldout import fit_and_score, sae_codes_many
-
-    ctx_len = len(next(iter(contexts)))
-    ids = torch.stack(list(itertools.islice(contexts, max(2, -(-n_tokens // ctx_len)))))
-    names = list(saes)  # one model pass for every SAE of the hook point
-    every = sae_codes_many(
-        lm, list(saes.values()), ids, n_tokens, ctx_len=ctx_len, autocast=autocast
-    )
-    for name, codes in zip(names, every, strict=True):
-        _patterns, scores = fit_and_score(codes)
-        precision, recall = scores.mean()
-        fires = scores.fires > 0
-        results[name].update(
-            n2g_precision=precision,
-            n2g_recall=recall,
-            n2g_f1=float(scores.f1()[fires].mean()) if bool(fires.any()) else float("nan"),
-            n2g_latents=int(fires.sum()),
-        )
+    heldout_fraction = float(prov.get("heldout_fraction", DEFAULT_HELDOUT_FRACTION))
+    if split == "auto":
+        same = train_corpus is not None and _same_source(corpus, train_corpus)
+        split = "heldout" if same and heldout_fraction > 0 else "all"
+    return corpus, split, heldout_fraction
 
 
 def _same_source(a: str, b: str) -> bool:
@@ -373,6 +328,11 @@ def _print_table(results: dict, hist: Path | None) -> None:
         # pipes and logs: don't squeeze to 80
         console = Console(file=sys.stdout, width=130 + 14 * len(extra))
     console.print(table)
+    _print_notes(console, first, hist)
+
+
+def _print_notes(console, first: dict, hist: Path | None) -> None:
+    """What the table's numbers are, under it."""
     console.print(
         f"CE clean {first['ce_clean']:.4f}, zero-ablated {first['ce_zero']:.4f} nats/token. "
         f"dead/dense: never / on >{first['dense_threshold']:.0%} of the eval tokens."
