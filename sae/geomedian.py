@@ -3,11 +3,13 @@
 The geometric median minimises the sum of Euclidean distances sum_i ||x_i - y||. Unlike the
 mean it is robust to outliers (a few huge-norm activations barely move it), which is why
 Gao et al. initialise b_pre with it (paper §2.2, following Bricken et al. 2023).
+distributed_geometric_median is the same over every data-parallel rank's points.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
@@ -39,6 +41,37 @@ def geometric_median(
         dist = (work - y).norm(dim=1).clamp_min(eps)  # (N,)
         w = 1.0 / dist  # (N,)
         y_new = (w @ work) / w.sum()  # (d,)
+        step = (y_new - y).norm()
+        y = y_new
+        if step <= tol * scale:
+            break
+    return y.to(points.dtype)
+
+
+@torch.no_grad()
+def distributed_geometric_median(
+    points: Tensor, group=None, max_iter: int = 200, tol: float = 1e-6, eps: float = 1e-8
+) -> Tensor:
+    """Geometric median of the union of every rank's points (N_r, d) -> (d,), same on all ranks.
+
+    sae.geomedian.geometric_median (Weiszfeld from the mean, same stopping rule) with each
+    sum all-reduced: d + 1 numbers per iteration, however many points the ranks hold.
+    All-reduce results are bitwise identical on every rank (gloo, NCCL), so every rank
+    takes the same number of iterations."""
+    work = points if points.dtype in (torch.float32, torch.float64) else points.float()
+
+    def total(t: Tensor) -> Tensor:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+        return t
+
+    sums = total(torch.cat([work.sum(0), work.new_tensor([len(work)])]))
+    y = sums[:-1] / sums[-1]  # (d,) global mean
+    n = sums[-1]
+    scale = (total((work - y).pow(2).sum().reshape(1))[0] / n).sqrt().clamp_min(eps)
+    for _ in range(max_iter):
+        w = 1.0 / (work - y).norm(dim=1).clamp_min(eps)  # (N_r,)
+        acc = total(torch.cat([w @ work, w.sum().reshape(1)]))
+        y_new = acc[:-1] / acc[-1]
         step = (y_new - y).norm()
         y = y_new
         if step <= tol * scale:

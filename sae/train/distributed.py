@@ -52,42 +52,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from sae.state import load_state
+from sae.geomedian import distributed_geometric_median
 
+from .shards import SHARDED_FORMAT, is_sharded_state, rank_batch_tokens
 from .trainer import STATE_DIR, TrainConfig, Trainer
-
-SHARDED_FORMAT = "sae-data-parallel"
 
 # Phase codes all-gathered at every synchronisation point.
 _PHASES = {1: "a training step", 2: "logging", 3: "a checkpoint", 4: "initialisation"}
 _STEP, _LOG, _SAVE, _INIT = 1, 2, 3, 4
-
-
-def rank_batch_tokens(batch_tokens: int, rank: int, world_size: int) -> int:
-    """Tokens rank `rank` trains on per step when the global batch is `batch_tokens`."""
-    return batch_tokens // world_size + (1 if rank < batch_tokens % world_size else 0)
-
-
-def is_sharded_state(state) -> bool:
-    """True for a data-source state written by a DistributedTrainer (one entry per rank)."""
-    return isinstance(state, dict) and state.get("format") == SHARDED_FORMAT
-
-
-def rank_states(state) -> list[dict]:
-    """Per-rank data-source states of a saved run (a one-process run: a list of one)."""
-    if is_sharded_state(state):
-        return [part["source"] for part in state["ranks"]]
-    return [state]
-
-
-def saved_world_size(out_dir: str | Path) -> int | None:
-    """Number of ranks that wrote out_dir/train_state (None: no state there)."""
-    try:
-        meta, _ = load_state(Path(out_dir) / STATE_DIR)
-    except ValueError:
-        return None
-    source = meta.get("source")
-    return int(source["world_size"]) if is_sharded_state(source) else 1
 
 
 class _Null:
@@ -402,34 +374,3 @@ class DistributedTrainer(Trainer):
             f"written by {old_world} and this data source cannot be re-sharded; launch "
             f"{old_world} process(es)"
         )
-
-
-@torch.no_grad()
-def distributed_geometric_median(
-    points: Tensor, group=None, max_iter: int = 200, tol: float = 1e-6, eps: float = 1e-8
-) -> Tensor:
-    """Geometric median of the union of every rank's points (N_r, d) -> (d,), same on all ranks.
-
-    sae.geomedian.geometric_median (Weiszfeld from the mean, same stopping rule) with each
-    sum all-reduced: d + 1 numbers per iteration, however many points the ranks hold.
-    All-reduce results are bitwise identical on every rank (gloo, NCCL), so every rank
-    takes the same number of iterations."""
-    work = points if points.dtype in (torch.float32, torch.float64) else points.float()
-
-    def total(t: Tensor) -> Tensor:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-        return t
-
-    sums = total(torch.cat([work.sum(0), work.new_tensor([len(work)])]))
-    y = sums[:-1] / sums[-1]  # (d,) global mean
-    n = sums[-1]
-    scale = (total((work - y).pow(2).sum().reshape(1))[0] / n).sqrt().clamp_min(eps)
-    for _ in range(max_iter):
-        w = 1.0 / (work - y).norm(dim=1).clamp_min(eps)  # (N_r,)
-        acc = total(torch.cat([w @ work, w.sum().reshape(1)]))
-        y_new = acc[:-1] / acc[-1]
-        step = (y_new - y).norm()
-        y = y_new
-        if step <= tol * scale:
-            break
-    return y.to(points.dtype)

@@ -179,7 +179,7 @@ def model_source(model, layer, corpus, text_field, ctx_len, torch_dtype, dev) ->
 
 def model_stream(source: Source, batch_tokens: int, seed: int, dtype: str, dist_env):
     """The activation stream of the model over the corpus's train split, repeated as needed."""
-    from sae.train.distributed import rank_batch_tokens
+    from sae.train.shards import rank_batch_tokens
     from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
     from steer.lm.activations import ActivationStream
     from steer.lm.data import RepeatContexts, TokenContexts

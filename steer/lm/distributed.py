@@ -175,7 +175,7 @@ class ShardedStream:
     def load_state_dict(self, state: dict) -> None:
         """Resume: this rank's own state, or (a state of another world size, e.g. a
         multi-rank run resumed by one process) a re-sharding."""
-        from sae.train.distributed import is_sharded_state, rank_states
+        from sae.train.shards import is_sharded_state, rank_states
 
         if is_sharded_state(state) or int(state.get("world_size", 1)) != self.world_size:
             states = rank_states(state)

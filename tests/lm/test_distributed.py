@@ -30,7 +30,8 @@ import torch
 import torch.multiprocessing as mp
 
 from sae.state import load_state
-from sae.train.distributed import DistributedTrainer, rank_batch_tokens, saved_world_size
+from sae.train.distributed import DistributedTrainer
+from sae.train.shards import rank_batch_tokens, saved_world_size
 from sae.train.trainer import TrainConfig, Trainer
 
 D_IN, N_TRUE, WORLD = 16, 64, 2
