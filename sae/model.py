@@ -182,24 +182,7 @@ class TopKSAE(nn.Module):
                 dead_idx = None
 
         k_enc = min(4 * self.k, self.n_latents) if self.cfg.multi_topk else self.k
-        if kernels.sparse_ok(x_n):
-            select = self.selection_dtype or (
-                selection_dtype(x_n.device) if self.dtype == torch.float32 else self.dtype
-            )
-            acts, indices, dead_pre = TopKEncode.apply(
-                x_n,
-                self.b_pre,
-                self.W_enc,
-                self.b_enc,
-                k_enc,
-                self.cfg.multi_topk,
-                dead_idx,
-                select,
-            )
-        else:  # plain autograd (e.g. bf16 weights): same maths, dense backward
-            pre = F.relu(F.linear(x_n - self.b_pre, self.W_enc, self.b_enc))  # (N, n)
-            acts, indices = pre.topk(k_enc, dim=-1, sorted=self.cfg.multi_topk)
-            dead_pre = pre[:, dead_idx] if dead_idx is not None else None
+        acts, indices, dead_pre = self._train_encode(x_n, k_enc, dead_idx)
         top_acts, top_indices = acts[:, : self.k], indices[:, : self.k]  # (N, k)
         x_hat_n = self.decode_normalized(top_acts, top_indices)  # (N, d)
 
@@ -211,17 +194,7 @@ class TopKSAE(nn.Module):
         zero = fvu.new_zeros(())
         auxk_loss = zero
         if dead_idx is not None:
-            num_dead = dead_idx.numel()
-            k_aux = k_aux or self.d_in // 2
-            # Fewer dead latents than k_aux: all of them take part, loss scaled down.
-            scale = min(num_dead / k_aux, 1.0)
-            if k_aux < num_dead:
-                aux_vals, aux_j = dead_pre.topk(k_aux, dim=-1, sorted=False)
-                dead_pre = torch.zeros_like(dead_pre).scatter(1, aux_j, aux_vals)
-            # Dense over the dead sub-dictionary only: (N, n_dead) @ (n_dead, d). No bias:
-            # it models the error of the live latents.
-            e_hat = dead_pre @ self.W_dec[dead_idx]
-            auxk_loss = scale * (e_hat - err.detach()).pow(2).sum() / total_var
+            auxk_loss = self._auxk_loss(err, dead_idx, dead_pre, k_aux, total_var)
 
         multi_topk_fvu = zero
         if self.cfg.multi_topk:
@@ -230,6 +203,45 @@ class TopKSAE(nn.Module):
 
         x_hat = x_hat_n / self.cfg.input_scale
         return ForwardOutput(x_hat, top_acts, top_indices, fvu, auxk_loss, multi_topk_fvu)
+
+    def _train_encode(self, x_n: Tensor, k_enc: int, dead_idx: Tensor | None):
+        """Top-k_enc codes of normalised x_n (N, d) for training: (acts, indices) (N, k_enc)
+        and the dead latents' pre-activations (N, n_dead) for AuxK (None without)."""
+        if kernels.sparse_ok(x_n):
+            select = self.selection_dtype or (
+                selection_dtype(x_n.device) if self.dtype == torch.float32 else self.dtype
+            )
+            return TopKEncode.apply(
+                x_n,
+                self.b_pre,
+                self.W_enc,
+                self.b_enc,
+                k_enc,
+                self.cfg.multi_topk,
+                dead_idx,
+                select,
+            )
+        # plain autograd (e.g. bf16 weights): same maths, dense backward
+        pre = F.relu(F.linear(x_n - self.b_pre, self.W_enc, self.b_enc))  # (N, n)
+        acts, indices = pre.topk(k_enc, dim=-1, sorted=self.cfg.multi_topk)
+        dead_pre = pre[:, dead_idx] if dead_idx is not None else None
+        return acts, indices, dead_pre
+
+    def _auxk_loss(
+        self, err: Tensor, dead_idx: Tensor, dead_pre: Tensor, k_aux: int | None, total_var
+    ) -> Tensor:
+        """AuxK: the top-k_aux dead latents reconstruct the residual error err (N, d)."""
+        num_dead = dead_idx.numel()
+        k_aux = k_aux or self.d_in // 2
+        # Fewer dead latents than k_aux: all of them take part, loss scaled down.
+        scale = min(num_dead / k_aux, 1.0)
+        if k_aux < num_dead:
+            aux_vals, aux_j = dead_pre.topk(k_aux, dim=-1, sorted=False)
+            dead_pre = torch.zeros_like(dead_pre).scatter(1, aux_j, aux_vals)
+        # Dense over the dead sub-dictionary only: (N, n_dead) @ (n_dead, d). No bias:
+        # it models the error of the live latents.
+        e_hat = dead_pre @ self.W_dec[dead_idx]
+        return scale * (e_hat - err.detach()).pow(2).sum() / total_var
 
     def _forward_elementwise(self, x: Tensor) -> ForwardOutput:
         """Reconstruction and FVU for the non-TopK archs, dense (N, n) codes; their own
