@@ -106,59 +106,68 @@ def export_sae(
     if fmt == "sparsify" and sae.arch != "topk":
         raise ValueError(f"sparsify has no {sae.arch} SAEs: export this one as saelens or native")
     t = {name: v.to(dtype or v.dtype).contiguous().cpu() for name, v in folded_tensors(sae).items()}
-    d, n = sae.d_in, sae.n_latents
     if fmt == "sparsify":
-        tensors = {
-            "encoder.weight": t["W_enc"],
-            "encoder.bias": t["b_enc"],
-            "W_dec": t["W_dec"],
-            "b_dec": t["b_dec"],
-        }
-        cfg = {
-            "activation": "topk",
-            "expansion_factor": max(1, n // d),
-            "normalize_decoder": True,
-            "num_latents": n,  # sparsify uses it when nonzero; expansion_factor is informative
-            "k": sae.k,
-            "multi_topk": sae.cfg.multi_topk,
-            "skip_connection": False,
-            "transcode": False,
-            "d_in": d,
-        }
-        weights_file = WEIGHTS_FILE
+        tensors, cfg, weights_file = *_as_sparsify(sae, t), WEIGHTS_FILE
     else:
-        tensors = {**t, "W_enc": t["W_enc"].T.contiguous()}
-        if sae.arch == "gated":
-            tensors["b_gate"] = tensors.pop("b_enc")
-        dtype_name = str(tensors["W_dec"].dtype).removeprefix("torch.")
-        cfg = {
-            "architecture": _TO_SAELENS_ARCH[sae.arch],
-            "d_in": d,
-            "d_sae": n,
-            **({"k": sae.k} if sae.arch == "topk" else {}),
-            "dtype": dtype_name,
-            "device": "cpu",
-            "apply_b_dec_to_input": True,
-            "normalize_activations": "none",
-            "reshape_activations": "none",
-            "rescale_acts_by_decoder_norm": False,
-            "metadata": {
-                "sae_lens_version": SAELENS_FORMAT_VERSION,
-                "sae_lens_training_version": SAELENS_FORMAT_VERSION,
-                "model_name": model_name or sae.cfg.model_name or None,
-                "hook_name": _to_saelens_hook(sae.cfg.hookpoint) if sae.cfg.hookpoint else None,
-                "hook_head_index": None,
-                "prepend_bos": True,
-                "exported_by": "steer sae.formats",
-            },
-        }
-        weights_file = SAELENS_WEIGHTS_FILE
+        tensors, cfg, weights_file = *_as_saelens(sae, t, model_name), SAELENS_WEIGHTS_FILE
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / weights_file, lambda tmp: save_file(tensors, tmp))
     atomic_write(
         folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n")
     )
     return folder
+
+
+def _as_sparsify(sae: TopKSAE, t: dict) -> tuple[dict, dict]:
+    """(tensors, cfg.json) of an EleutherAI sparsify checkpoint from the folded tensors t."""
+    tensors = {
+        "encoder.weight": t["W_enc"],
+        "encoder.bias": t["b_enc"],
+        "W_dec": t["W_dec"],
+        "b_dec": t["b_dec"],
+    }
+    cfg = {
+        "activation": "topk",
+        "expansion_factor": max(1, sae.n_latents // sae.d_in),
+        "normalize_decoder": True,
+        "num_latents": sae.n_latents,  # sparsify uses it when nonzero; expansion_factor is informative
+        "k": sae.k,
+        "multi_topk": sae.cfg.multi_topk,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": sae.d_in,
+    }
+    return tensors, cfg
+
+
+def _as_saelens(sae: TopKSAE, t: dict, model_name: str | None) -> tuple[dict, dict]:
+    """(tensors, cfg.json) of a SAELens checkpoint from the folded tensors t."""
+    tensors = {**t, "W_enc": t["W_enc"].T.contiguous()}
+    if sae.arch == "gated":
+        tensors["b_gate"] = tensors.pop("b_enc")
+    dtype_name = str(tensors["W_dec"].dtype).removeprefix("torch.")
+    cfg = {
+        "architecture": _TO_SAELENS_ARCH[sae.arch],
+        "d_in": sae.d_in,
+        "d_sae": sae.n_latents,
+        **({"k": sae.k} if sae.arch == "topk" else {}),
+        "dtype": dtype_name,
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "rescale_acts_by_decoder_norm": False,
+        "metadata": {
+            "sae_lens_version": SAELENS_FORMAT_VERSION,
+            "sae_lens_training_version": SAELENS_FORMAT_VERSION,
+            "model_name": model_name or sae.cfg.model_name or None,
+            "hook_name": _to_saelens_hook(sae.cfg.hookpoint) if sae.cfg.hookpoint else None,
+            "hook_head_index": None,
+            "prepend_bos": True,
+            "exported_by": "steer sae.formats",
+        },
+    }
+    return tensors, cfg
 
 
 # ---------------------------------------------------------------------- import
