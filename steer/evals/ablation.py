@@ -36,6 +36,36 @@ def effect_sparsity(delta: Tensor) -> Tensor:
     return torch.where(l2 > 0, (l1 / l2.clamp_min(1e-300)) ** 2, torch.nan)
 
 
+def _amp(lm, autocast: bool):
+    """A context factory: bf16 autocast for an fp32 model when asked, else nothing."""
+    use_autocast = autocast and lm.dtype == torch.float32 and lm.device.type in ("cpu", "cuda")
+    return (
+        (lambda: torch.autocast(lm.device.type, dtype=torch.bfloat16))
+        if use_autocast
+        else contextlib.nullcontext
+    )
+
+
+def _ablate_each_active(lm, sae, row: Tensor, t: int, captured: dict, edits: dict, amp):
+    """Ablate, one per row of a batch, every latent active at position t of row (1, t + h):
+    ((m,) sparsities of their effects on the logits from t on, V), or None when no latent
+    is active there. The forward hook reads `edits` and fills `captured`."""
+    edits.pop("edit", None)
+    with amp():
+        clean = _logits(lm, row)[0, t:]  # (h, V)
+    x = captured["x"][0, t].float()  # (d,)
+    with torch.autocast(lm.device.type, enabled=False):
+        z = sae.encode_dense(x[None].to(sae.device, sae.dtype))[0]  # (n,)
+    active = torch.nonzero(z > 0).flatten()
+    if not len(active):
+        return None
+    dirs = sae.decoder_directions(active).float()  # (m, d) raw units per unit
+    edits["edit"] = (t, (z[active, None].float() * dirs).to(lm.device))
+    with amp():
+        ablated = _logits(lm, row.expand(len(active), -1))[:, t:]  # (m, h, V)
+    return effect_sparsity(ablated - clean).cpu(), clean.shape[-1]
+
+
 def _logits(lm, ids: Tensor) -> Tensor:
     """Logits (B, T, V) of ids (B, T); the hook on block L edits the residual."""
     return lm.model(input_ids=ids, use_cache=False).logits.float()
@@ -75,12 +105,7 @@ def ablation_sparsity(
         new[:, t] -= delta.to(resid.dtype)
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
-    use_autocast = autocast and lm.dtype == torch.float32 and lm.device.type in ("cpu", "cuda")
-    amp = (
-        (lambda: torch.autocast(lm.device.type, dtype=torch.bfloat16))
-        if use_autocast
-        else contextlib.nullcontext
-    )
+    amp = _amp(lm, autocast)
     scores: list[Tensor] = []
     vocab = 0
     handle = lm.block(layer).register_forward_hook(hook)
@@ -90,21 +115,10 @@ def ablation_sparsity(
             ts = 1 + torch.randperm(span - 1 if span > 1 else 1, generator=gen)[:positions]
             for t in sorted(ts.tolist()):
                 row = ids[None, : t + horizon].to(lm.device)  # (1, t + h)
-                edits.pop("edit", None)
-                with amp():
-                    clean = _logits(lm, row)[0, t:]  # (h, V)
-                x = captured["x"][0, t].float()  # (d,)
-                with torch.autocast(lm.device.type, enabled=False):
-                    z = sae.encode_dense(x[None].to(sae.device, sae.dtype))[0]  # (n,)
-                active = torch.nonzero(z > 0).flatten()
-                if not len(active):
-                    continue
-                dirs = sae.decoder_directions(active).float()  # (m, d) raw units per unit
-                edits["edit"] = (t, (z[active, None].float() * dirs).to(lm.device))
-                with amp():
-                    ablated = _logits(lm, row.expand(len(active), -1))[:, t:]  # (m, h, V)
-                vocab = clean.shape[-1]
-                scores.append(effect_sparsity(ablated - clean).cpu())
+                measured = _ablate_each_active(lm, sae, row, t, captured, edits, amp)
+                if measured is not None:
+                    vocab = measured[1]
+                    scores.append(measured[0])
     finally:
         handle.remove()
     if not scores:
