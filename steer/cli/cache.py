@@ -68,9 +68,7 @@ def cache(
     The activations are those steer train streams (same contexts, first position of each skipped, shuffled within chunks of 256 contexts). Train any number of SAEs on them with steer train --activations DIR; cache.json records the model, hook point and corpus, so steer eval finds the held-out text afterwards.
     """
     from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
-    from steer.lm.activations import ActivationStream
     from steer.lm.cache import STORE_DTYPES, write_cache
-    from steer.lm.data import RepeatContexts, TokenContexts
     from steer.lm.models import load_model, parse_hookpoint
 
     total = parse_count(tokens, "--tokens")
@@ -91,22 +89,7 @@ def cache(
         layer_index = lm.n_layers // 2
     lm.check_layer(layer_index)
     corpus_spec = corpus if corpus.startswith("hf:") else str(Path(corpus).expanduser().resolve())
-
-    def contexts_for(epoch: int):
-        return TokenContexts(
-            corpus_spec,
-            lm.tokenizer,
-            ctx_len=ctx_len,
-            text_field=text_field,
-            split="train",
-            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
-            seed=seed + epoch,
-        )
-
-    next(iter(contexts_for(0)))  # fail fast (one line) on an unreadable or empty corpus
-    stream = ActivationStream(
-        lm, layer_index, RepeatContexts(contexts_for), seed=seed, autocast=dtype == "auto"
-    )
+    stream = _train_stream(lm, layer_index, corpus_spec, ctx_len, text_field, seed, dtype)
     meta = {
         "model_name": model,
         "hookpoint": f"resid_post.{layer_index}",
@@ -123,6 +106,42 @@ def cache(
         f"caching {total:,} activations of {model} resid_post.{layer_index} (d={lm.d_model}) -> {out}",
         err=True,
     )
+    progress = _quarter_lines(total)
+    info = write_cache(stream, out, total, per_shard, store_dtype, meta, on_progress=progress)
+    size = sum((out / s["file"]).stat().st_size for s in info["shards"])
+    typer.echo(
+        f"{info['tokens']:,} activations in {len(info['shards'])} shard(s), {size / 2**20:,.1f} MiB, "
+        f"{store_dtype}: {out}\ntrain with: steer train --activations {out} --widths ... --k ..."
+    )
+
+
+def _train_stream(lm, layer: int, corpus_spec: str, ctx_len: int, text_field: str, seed: int,
+                  dtype: str):  # fmt: skip
+    """The activations at `layer` over the corpus's train split (what `steer train` reads),
+    repeated as needed; a one-line error now if the corpus is unreadable or empty."""
+    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
+    from steer.lm.activations import ActivationStream
+    from steer.lm.data import RepeatContexts, TokenContexts
+
+    def contexts_for(epoch: int):
+        return TokenContexts(
+            corpus_spec,
+            lm.tokenizer,
+            ctx_len=ctx_len,
+            text_field=text_field,
+            split="train",
+            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
+            seed=seed + epoch,
+        )
+
+    next(iter(contexts_for(0)))  # fail fast (one line) on an unreadable or empty corpus
+    return ActivationStream(
+        lm, layer, RepeatContexts(contexts_for), seed=seed, autocast=dtype == "auto"
+    )
+
+
+def _quarter_lines(total: int):
+    """on_progress(done) for write_cache: a line on stderr about every quarter."""
     next_report = [0.0]
 
     def progress(done: int) -> None:
@@ -130,9 +149,4 @@ def cache(
             typer.echo(f"  {done:,} / {total:,} tokens", err=True)
             next_report[0] += 0.25
 
-    info = write_cache(stream, out, total, per_shard, store_dtype, meta, on_progress=progress)
-    size = sum((out / s["file"]).stat().st_size for s in info["shards"])
-    typer.echo(
-        f"{info['tokens']:,} activations in {len(info['shards'])} shard(s), {size / 2**20:,.1f} MiB, "
-        f"{store_dtype}: {out}\ntrain with: steer train --activations {out} --widths ... --k ..."
-    )
+    return progress

@@ -6,6 +6,7 @@ Not a command: steer/cli/train.py alone imports it.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -87,6 +88,14 @@ def fit_with_progress(trainer, stream, total_tokens: int, resume: bool, show: bo
             )
             next_report[0] = fraction + 0.1
 
+    with _save_and_stop_on_signals(trainer, console), progress:
+        return trainer.fit(stream, resume=resume, on_log=on_log)
+
+
+@contextlib.contextmanager
+def _save_and_stop_on_signals(trainer, console):
+    """Inside the block, SIGINT or SIGTERM asks the trainer to save and stop after the
+    step; a second one stops at once. The previous handlers come back after it."""
     interrupts = [0]
 
     def on_sigint(_signum, _frame):
@@ -105,8 +114,7 @@ def fit_with_progress(trainer, stream, total_tokens: int, resume: bool, show: bo
         except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
             pass
     try:
-        with progress:
-            return trainer.fit(stream, resume=resume, on_log=on_log)
+        yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
