@@ -96,21 +96,13 @@ def generate(
     between them is the steering."""
 
     from steer.steering import parse_feature
-    from steer.steering.expr import Recipe, format_steering, parse_steering, resolve_recipe
+    from steer.steering.expr import Recipe, parse_steering, resolve_recipe
     from steer.steering.generate import GenerationSettings, generate_text
-    from steer.steering.presets import load_preset
     from steer.steering.presets import save_preset as write_preset
 
     check_seed(seed)
     check_out_file(save_preset, "--save-preset")
-    interventions, settings = [], GenerationSettings()
-    if preset is not None:
-        loaded = load_preset(preset)
-        interventions = list(loaded.interventions)
-        settings = loaded.settings or settings
-        prompt = prompt if prompt is not None else loaded.prompt
-        sae = sae if sae is not None else (Path(loaded.sae) if loaded.sae else None)
-        model = model if model is not None else loaded.model
+    interventions, settings, prompt, sae, model = _from_preset(preset, prompt, sae, model)
     if prompt is None:
         raise ValueError("give a prompt with --prompt")
     if not prompt.strip():
@@ -150,33 +142,56 @@ def generate(
 
     units = "x max activation" if max_acts is not None else "raw SAE units"
     features = recipe.features
-    labels = {i: catalog.label(i) for i in features} if catalog is not None else {}
     captions = {i: feature_caption(catalog, i) for i in features}
     rows = [[], interventions]
     if not json_out:  # the table grows token by token, as in the playground
         with _side_by_side(lm, sae_model, interventions, captions, units, settings) as show:
             generate_text(lm, sae_model, prompt, rows, settings, max_acts=max_acts, on_step=show)
         return
-    baseline, steered = generate_text(lm, sae_model, prompt, rows, settings, max_acts=max_acts)
-    typer.echo(
-        json.dumps(
-            {
-                "model": lm.name,
-                "sae": str(sae),
-                "hookpoint": sae_model.cfg.hookpoint,
-                "prompt": prompt,
-                "strength_units": "relative" if max_acts is not None else "raw",
-                "settings": settings.to_dict(),
-                "interventions": [
-                    {**iv.to_dict(), "label": labels.get(iv.latent)} for iv in interventions
-                ],
-                "steer": format_steering(recipe),
-                "explanations": {str(i): explanation_json(catalog, i) for i in features},
-                "baseline": baseline,
-                "steered": steered,
-            },
-            ensure_ascii=False,
-        )
+    texts = generate_text(lm, sae_model, prompt, rows, settings, max_acts=max_acts)
+    record = _json_record(
+        lm, sae, sae_model, prompt, settings, recipe, interventions, catalog, texts
+    )
+    typer.echo(json.dumps(record, ensure_ascii=False))
+
+
+def _json_record(lm, sae, sae_model, prompt, settings, recipe, interventions, catalog, texts):
+    """What --json prints: the run, its levers with their labels, both completions."""
+    from steer.steering.expr import format_steering
+
+    baseline, steered = texts
+    features = recipe.features
+    labels = {i: catalog.label(i) for i in features} if catalog is not None else {}
+    max_acts = catalog.max_acts if catalog is not None else None
+    return {
+        "model": lm.name,
+        "sae": str(sae),
+        "hookpoint": sae_model.cfg.hookpoint,
+        "prompt": prompt,
+        "strength_units": "relative" if max_acts is not None else "raw",
+        "settings": settings.to_dict(),
+        "interventions": [{**iv.to_dict(), "label": labels.get(iv.latent)} for iv in interventions],
+        "steer": format_steering(recipe),
+        "explanations": {str(i): explanation_json(catalog, i) for i in features},
+        "baseline": baseline,
+        "steered": steered,
+    }
+
+
+def _from_preset(preset: Path | None, prompt, sae, model):
+    """(levers, settings, prompt, sae, model): the preset's, where the flags do not say."""
+    from steer.steering.generate import GenerationSettings
+    from steer.steering.presets import load_preset
+
+    if preset is None:
+        return [], GenerationSettings(), prompt, sae, model
+    loaded = load_preset(preset)
+    return (
+        list(loaded.interventions),
+        loaded.settings or GenerationSettings(),
+        prompt if prompt is not None else loaded.prompt,
+        sae if sae is not None else (Path(loaded.sae) if loaded.sae else None),
+        model if model is not None else loaded.model,
     )
 
 
