@@ -73,16 +73,6 @@ def index(
     adding each feature's direction moves the model's next token onto its own tokens
     (`steer features --sort output`). Saved in <sae>/catalog, where generate, features and
     chat find it."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from steer.features.catalog import build_catalog, catalog_dir
 
     if output_only:
@@ -92,33 +82,13 @@ def index(
         raise ValueError("--corpus is required (or --output-scores-only)")
     n_tokens = parse_tokens(tokens)
     n2g_count = parse_tokens(n2g_tokens, "--n2g-tokens")
-    for name, value in (
-        ("--ctx-len", ctx_len),
-        ("--batch-size", batch_size),
-        ("--contexts", contexts),
-    ):
-        if value < 1:
-            raise ValueError(f"{name} must be positive, got {value}")
-    if ctx_len < 8:
-        raise ValueError(f"--ctx-len must be at least 8, got {ctx_len}")
+    _check_sizes(ctx_len, batch_size, contexts)
     check_out_folder(out)
     sae = sae_or_default(sae, model)
     lm, sae_model = load_for_steering(sae, model, device)
     check_ctx_len(lm, ctx_len)
-    console = Console(stderr=True)
     start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]indexing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tokens"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal,
-    ) as progress:
+    with _progress_bar() as progress:
         task = progress.add_task("index", total=n_tokens, rate="")
 
         def report(done: int, total: int) -> None:
@@ -159,6 +129,45 @@ def index(
     )
     if n2g_note:
         typer.echo(n2g_note)
+
+
+def _check_sizes(ctx_len: int, batch_size: int, contexts: int) -> None:
+    for name, value in (
+        ("--ctx-len", ctx_len),
+        ("--batch-size", batch_size),
+        ("--contexts", contexts),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if ctx_len < 8:
+        raise ValueError(f"--ctx-len must be at least 8, got {ctx_len}")
+
+
+def _progress_bar():
+    """The indexing bar on stderr (tokens, rate, time left); nothing where it is no terminal."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tokens"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
 
 
 def _output(lm, sae, catalog, folder, progress=None) -> None:
