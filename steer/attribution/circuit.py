@@ -156,14 +156,7 @@ class Circuit:
 
     def to_dict(self) -> dict:
         return {
-            "target": {
-                "position": self.target.read_at + 1,
-                "read_at": self.target.read_at,
-                "token": self.target.token,
-                "text": self.target_text,
-                "contrast": self.target.contrast,
-                "contrast_text": self.contrast_text,
-            },
+            "target": self.target.to_dict(self.target_text, self.contrast_text),
             "metric": self.metric,
             "layers": self.layers,
             "tokens": self.tokens,
@@ -243,12 +236,12 @@ def build_circuit(
         graph.connect(lm, ids, upstream, layer, sae, values, grads)
         upstream = layer
     graph.connect_output(layers[-1], m, lm.tokenizer.decode([target.token]))
-    tok = lm.tokenizer
+    target_text, contrast_text = target.texts(lm.tokenizer)
     return Circuit(
         tokens=texts,
         target=target,
-        target_text=tok.decode([target.token]),
-        contrast_text=None if target.contrast is None else tok.decode([target.contrast]),
+        target_text=target_text,
+        contrast_text=contrast_text,
         metric=m,
         layers=layers,
         nodes=graph.nodes,

@@ -60,14 +60,7 @@ class Explanation:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["target"] = {
-            "position": self.target.read_at + 1,
-            "read_at": self.target.read_at,
-            "token": self.target.token,
-            "text": self.target_text,
-            "contrast": self.target.contrast,
-            "contrast_text": self.contrast_text,
-        }
+        d["target"] = self.target.to_dict(self.target_text, self.contrast_text)
         return d
 
 
@@ -111,12 +104,12 @@ def explain(
         )
         for row, inp in zip(rows, found, strict=True):
             row.drivers = inp.top(drivers)
-    tok = lm.tokenizer
+    target_text, contrast_text = target.texts(lm.tokenizer)
     return Explanation(
-        tokens=token_texts(tok, ids[: target.read_at + 1]),
+        tokens=token_texts(lm.tokenizer, ids[: target.read_at + 1]),
         target=target,
-        target_text=tok.decode([target.token]),
-        contrast_text=None if target.contrast is None else tok.decode([target.contrast]),
+        target_text=target_text,
+        contrast_text=contrast_text,
         metric=attr.metric,
         method=method,
         rows=rows,

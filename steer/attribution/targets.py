@@ -33,6 +33,22 @@ class Target:
             m = m - logits[..., self.contrast]
         return m
 
+    def texts(self, tokenizer) -> tuple[str, str | None]:
+        """(the target token's text, the contrast token's or None)."""
+        contrast = None if self.contrast is None else tokenizer.decode([self.contrast])
+        return tokenizer.decode([self.token]), contrast
+
+    def to_dict(self, text: str, contrast_text: str | None) -> dict:
+        """The target as JSON, with its texts (from `texts`); position is 1-based."""
+        return {
+            "position": self.read_at + 1,
+            "read_at": self.read_at,
+            "token": self.token,
+            "text": text,
+            "contrast": self.contrast,
+            "contrast_text": contrast_text,
+        }
+
 
 def single_token(tokenizer, text: str, option: str = "--target") -> int:
     """The id of a text that is exactly one token, else a one-line ValueError."""
