@@ -232,3 +232,12 @@ def assert_same_sae(folder, reference, exact: bool = False) -> None:
             assert torch.equal(mine[key], tensor), f"{folder} {key}"
         else:
             torch.testing.assert_close(mine[key], tensor, msg=f"{folder}.{key}")
+
+
+# ---------------------------------------------------------------- the TUI under Pilot
+async def settle(pilot, rounds: int = 1) -> None:
+    """Wait for the app's workers, then for the screen to catch up; `rounds` times (a
+    worker's result can start another)."""
+    for _ in range(rounds):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()

@@ -74,6 +74,12 @@ def _tiny_tokenizer():
 
 
 @pytest.fixture
+def anyio_backend():
+    """Async tests (pytest.mark.anyio: the TUI's Pilot tests) run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture
 def one_thread():
     """For tests on tiny tensors: one thread is faster, and immune to a busy machine."""
     n = torch.get_num_threads()

@@ -13,11 +13,6 @@ from steer.tui.app import PlaygroundApp
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def test_the_key_pool_covers_every_screen():
     keys = set(all_binding_keys())
     # the app's, the find dialog's, the slider's, the palette's and Textual's Input's keys

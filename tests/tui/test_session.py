@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders import PROMPT, make_engine
+from builders import PROMPT, make_engine, settle
 
 from steer.app.session import load_session, state_dir
 from steer.tui.app import PlaygroundApp
@@ -17,18 +17,8 @@ SIZE = (120, 40)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def notifications(app) -> list[str]:
     return [n.message for n in app._notifications]
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def test_session_is_saved_as_it_changes_and_reopened(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from builders import PROMPT, make_engine, make_tiny_sae
+from builders import PROMPT, make_engine, make_tiny_sae, settle
 
 from steer.app.engine import PlaygroundEngine
 from steer.tui.app import PlaygroundApp
@@ -27,18 +27,8 @@ SIZE = (120, 40)
 pytestmark = pytest.mark.anyio  # async tests run on anyio's pytest plugin (asyncio backend)
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def tiny_app(tmp_path, catalog: bool = True, **settings) -> PlaygroundApp:
     return PlaygroundApp(make_engine(tmp_path, catalog=catalog, **settings))
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def submit(pilot, prompt: str = PROMPT) -> None:

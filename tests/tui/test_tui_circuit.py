@@ -3,18 +3,16 @@ the loaded SAE and its sibling depth; a latent of either depth becomes a lever."
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from builders import PROMPT, make_engine, tiny_catalog
+from builders import settle as builders_settle
 
 from steer.tui.app import PlaygroundApp
 from steer.tui.screens import CircuitScreen, WhyScreen
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 @pytest.fixture
@@ -31,10 +29,7 @@ def family(tmp_path):
     return root
 
 
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+settle = functools.partial(builders_settle, rounds=2)  # a worker's result starts another
 
 
 def tree_lines(screen) -> list[str]:

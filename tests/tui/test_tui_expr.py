@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from builders import invoke, make_engine
+from builders import invoke, make_engine, settle
 
 import steer.api
 from steer.app.engine import PlaygroundEngine
@@ -16,16 +16,6 @@ SIZE = (120, 40)
 PROMPT = "The Golden Gate"
 EXPR = "40 #0:add @generated + 3 #5 @when:#0>0.5"
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def type_expression(pilot, text: str) -> None:

@@ -15,11 +15,6 @@ SIZE = (120, 40)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def send_at_once(app, *keys: str) -> None:
     """Queue key events the way a terminal delivers keys typed quickly: no wait between
     them for the app to settle (Pilot's `press` waits, which hides timing bugs)."""

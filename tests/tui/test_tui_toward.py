@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import make_engine
+from builders import make_engine, settle
 
 from steer.steering.coherence import Coherence
 from steer.tui.app import PlaygroundApp
@@ -11,16 +11,6 @@ from steer.tui.screens import FindScreen
 
 SIZE = (120, 40)
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def send_prompt(pilot, prompt: str = "The Golden Gate") -> None:

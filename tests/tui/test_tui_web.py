@@ -16,11 +16,6 @@ from steer.tui.screens import InspectorScreen, WebScreen
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def family_with_web(root):
     """The engine's SAE (64 latents) and a narrow sibling made of its first 16 decoder rows:
     wide latent i < 16 splits from narrow latent i (cosine 1)."""

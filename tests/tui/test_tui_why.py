@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from builders import PROMPT, make_engine
+from builders import settle as builders_settle
 
 from steer.tui.app import PlaygroundApp
 from steer.tui.screens import WhyScreen
@@ -11,16 +14,7 @@ from steer.tui.screens import WhyScreen
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+settle = functools.partial(builders_settle, rounds=2)  # a worker's result starts another
 
 
 def body(app) -> str:
