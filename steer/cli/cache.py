@@ -14,6 +14,7 @@ from .options import (
     parse_count,
     quiet_model_loading,
     resolve_device,
+    train_contexts,
 )
 
 
@@ -119,25 +120,10 @@ def _train_stream(lm, layer: int, corpus_spec: str, ctx_len: int, text_field: st
                   dtype: str):  # fmt: skip
     """The activations at `layer` over the corpus's train split (what `steer train` reads),
     repeated as needed; a one-line error now if the corpus is unreadable or empty."""
-    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
     from steer.lm.activations import ActivationStream
-    from steer.lm.data import RepeatContexts, TokenContexts
 
-    def contexts_for(epoch: int):
-        return TokenContexts(
-            corpus_spec,
-            lm.tokenizer,
-            ctx_len=ctx_len,
-            text_field=text_field,
-            split="train",
-            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
-            seed=seed + epoch,
-        )
-
-    next(iter(contexts_for(0)))  # fail fast (one line) on an unreadable or empty corpus
-    return ActivationStream(
-        lm, layer, RepeatContexts(contexts_for), seed=seed, autocast=dtype == "auto"
-    )
+    contexts = train_contexts(corpus_spec, lm.tokenizer, ctx_len, text_field, seed)
+    return ActivationStream(lm, layer, contexts, seed=seed, autocast=dtype == "auto")
 
 
 def _quarter_lines(total: int):

@@ -176,6 +176,28 @@ def check_ctx_len(lm, ctx_len: int, option: str = "--ctx-len") -> None:
         raise ValueError(f"{option} {ctx_len} is beyond the model's {limit} positions")
 
 
+def train_contexts(corpus: str, tokenizer, ctx_len: int, text_field: str, seed: int):
+    """The corpus's train split (steer eval reads the held-out rest) as contexts, a new
+    order each epoch, repeated as needed: what `steer train` and `steer cache` read. An
+    unreadable or empty corpus is a one-line error now, before any file is written."""
+    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
+    from steer.lm.data import RepeatContexts, TokenContexts
+
+    def contexts_for(epoch: int):
+        return TokenContexts(
+            corpus,
+            tokenizer,
+            ctx_len=ctx_len,
+            text_field=text_field,
+            split="train",
+            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
+            seed=seed + epoch,
+        )
+
+    next(iter(contexts_for(0)))
+    return RepeatContexts(contexts_for)
+
+
 def max_positions(lm) -> int | None:
     """The longest sequence the model takes (None when its config does not say)."""
     config = getattr(lm.model, "config", None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from .options import check_ctx_len, quiet_model_loading
+from .options import check_ctx_len, quiet_model_loading, train_contexts
 
 
 def parse_layers(spec: str | None) -> int | list[int] | None:
@@ -188,28 +188,16 @@ def model_source(model, layer, corpus, text_field, ctx_len, torch_dtype, dev) ->
 def model_stream(source: Source, batch_tokens: int, seed: int, dtype: str, dist_env):
     """The activation stream of the model over the corpus's train split, repeated as needed."""
     from sae.train.shards import rank_batch_tokens
-    from steer.evals.evaluate import DEFAULT_HELDOUT_FRACTION
     from steer.lm.activations import ActivationStream
-    from steer.lm.data import RepeatContexts, TokenContexts
     from steer.lm.distributed import ShardedStream
 
-    def contexts_for(epoch: int):
-        return TokenContexts(
-            source.corpus,
-            source.lm.tokenizer,
-            ctx_len=source.ctx_len,
-            text_field=source.text_field,
-            split="train",
-            heldout_fraction=DEFAULT_HELDOUT_FRACTION,
-            seed=seed + epoch,
-        )
-
-    # Fail fast (one line) on an unreadable or empty corpus, before any file is written.
-    next(iter(contexts_for(0)))
+    contexts = train_contexts(
+        source.corpus, source.lm.tokenizer, source.ctx_len, source.text_field, seed
+    )
     stream = ActivationStream(
         source.lm,
         source.layer,
-        RepeatContexts(contexts_for),
+        contexts,
         batch_tokens=rank_batch_tokens(batch_tokens, dist_env.rank, dist_env.world_size),
         seed=seed,
         autocast=dtype == "auto",
