@@ -14,16 +14,14 @@ meters, which `steer sweep` shares). Columns, side by side:
   old picker     the top 2 features `steer features "SENTENCE"` lists for a sentence about
                  the concept, each clamped at 2x, 4x and 8x its max activation: success
                  when any of those 6 settings succeeds (the user's tries in issue 11)
-  toward@1       the first lever of `steer features --toward WORD`, at its recommended
-                 mode and strength (one setting)
-  toward@3       any of its first three levers, each at its recommendation
-  vector         a contrastive vector (`steer vector`): positive prompts are five
-                 templates about the word ("Tell me about dog.", ...), negative prompts
-                 the same templates about neutral fillers ("Tell me about something.",
-                 25 prompts); added at strength 1, 2 and 4 (its units: 1 = the difference
-                 of means), any of the 3 settings
-  vec->features  the first 5 SAE features of that vector's decomposition (decompose.py),
-                 added at the strengths that rebuild the vector at 1, 2 and 4
+  toward         the set of features `steer features --toward WORD` recommends (at most
+                 5), pulled together at their recommended modes and strengths (one setting)
+  toward@1       the first of them alone, at its recommendation (one setting)
+  vector         the contrastive vector `--toward` starts from (`steer vector`): positive
+                 prompts are five templates about the word ("Tell me about dog.", ...),
+                 negative prompts the same templates about neutral fillers ("Tell me
+                 about something.", 25 prompts); added at strength 1, 2 and 4 (its units:
+                 1 = the difference of means), any of the 3 settings
   prompting      no steering: the prompt prefixed with "Talk about WORD." (AxBench's baseline)
 
 and the seconds `--toward` took per concept (model already loaded), wall clock and the
@@ -70,50 +68,20 @@ CONCEPTS = {
 PROMPTS = EVAL_PROMPTS  # three neutral chat prompts ("Tell me about your weekend.", ...)
 N_TOKENS = 40
 OLD_STRENGTHS = (2.0, 4.0, 8.0)
-# Contrastive vectors: positive prompts = these templates about the concept word; negative
-# prompts = the same templates about neutral fillers (25 prompts), so the template's own
-# words cancel and the difference of means is the concept's.
-VECTOR_TEMPLATES = (
-    "Tell me about {}.",
-    "I want to talk about {}.",
-    "Here is a story about {}.",
-    "Everything you need to know about {}.",
-    "My favourite topic is {}.",
-)
-NEUTRAL_FILLERS = ("something", "my day", "the weekend", "anything", "this")
 VECTOR_STRENGTHS = (1.0, 2.0, 4.0)
 """In the vector's units (strength 1 adds the difference of means), as the old picker's
 ladder doubles; any of the three counts, like the old picker's settings."""
-N_PARTS = 5
-"""Features of the vector's decomposition used in the `vec->features` column."""
-COLUMNS = ("old", "toward@1", "toward@3", "vector", "vec->features", "prompting")
+COLUMNS = ("old", "toward", "toward@1", "vector", "prompting")
 
 
 def concept_vector(lm, sae, word: str):
+    """The contrastive vector `--toward` decomposes (the same templates and fillers)."""
+    from steer.steering.toward import FILLERS, TEMPLATES
     from steer.steering.vectors import build_vector
 
-    positive = [t.format(word) for t in VECTOR_TEMPLATES]
-    negative = [t.format(f) for t in VECTOR_TEMPLATES for f in NEUTRAL_FILLERS]
+    positive = [t.format(word) for t in TEMPLATES]
+    negative = [t.format(f) for t in TEMPLATES for f in FILLERS]
     return build_vector(lm, sae, f"concept_{word}", positive, negative)
-
-
-def vector_rows(sae, vec, max_acts) -> tuple[list, list, float]:
-    """Settings for the vector (add at each strength) and for its first N_PARTS features
-    (the add strengths that rebuild the vector at each strength), and the share of the
-    vector those features explain."""
-    from steer.steering import Intervention
-    from steer.steering.decompose import decompose, feature_strengths
-
-    own = [[Intervention(vec.name, s, "add", direction=vec.direction)] for s in VECTOR_STRENGTHS]
-    parts = decompose(sae, vec.direction, n=N_PARTS)
-    feats = [
-        [
-            Intervention(p.latent, f, "add")
-            for p, f in zip(parts.parts, feature_strengths(parts.parts, max_acts, s), strict=True)
-        ]
-        for s in VECTOR_STRENGTHS
-    ]
-    return own, feats, parts.fraction
 
 
 def concept_settings(lm, sae, catalog, word):
@@ -124,27 +92,26 @@ def concept_settings(lm, sae, catalog, word):
 
     max_acts = catalog.max_acts
     t0, c0 = time.perf_counter(), time.process_time()
-    levers = toward(lm, sae, word, max_acts=max_acts, top=3, output=catalog.output_table())
+    levers = toward(lm, sae, word, max_acts=max_acts)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    old = [lat for lat, _ in latents_for_text(lm, sae, CONCEPTS[word], n=2, catalog=catalog)]
+    sentence = CONCEPTS.get(word, f"This is all about {word}.")  # words not in the list too
+    old = [lat for lat, _ in latents_for_text(lm, sae, sentence, n=2, catalog=catalog)]
     settings = [[Intervention(lat, s, "clamp")] for lat in old for s in OLD_STRENGTHS]
     spans = {"old": range(0, len(settings))}
-    settings += [[Intervention(lv.feature, lv.strength, lv.mode)] for lv in levers]
-    spans["toward@1"] = range(spans["old"].stop, spans["old"].stop + min(1, len(levers)))
-    spans["toward@3"] = range(spans["old"].stop, len(settings))
+    spans["toward"] = range(len(settings), len(settings) + 1)
+    settings.append([Intervention(lv.feature, lv.strength, lv.mode) for lv in levers])
+    spans["toward@1"] = range(len(settings), len(settings) + 1)
+    settings.append([Intervention(levers[0].feature, levers[0].strength, levers[0].mode)])
     vec = concept_vector(lm, sae, word)
-    own, feats, explained = vector_rows(sae, vec, max_acts)
-    spans["vector"] = range(len(settings), len(settings) + len(own))
-    settings += own
-    spans["vec->features"] = range(len(settings), len(settings) + len(feats))
-    settings += feats
+    spans["vector"] = range(len(settings), len(settings) + len(VECTOR_STRENGTHS))
+    settings += [
+        [Intervention(vec.name, s, "add", direction=vec.direction)] for s in VECTOR_STRENGTHS
+    ]
     info = {
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu, 2),
         "levers": [(lv.feature, lv.mode, lv.strength, lv.score) for lv in levers],
         "vector_scale": round(vec.scale, 3),
-        "vector_explained": round(explained, 4),
-        "vector_features": [(iv.latent, round(iv.strength, 4)) for iv in feats[0]],
     }
     return settings, spans, info
 
@@ -171,7 +138,7 @@ def run_concept(lm, sae, catalog, word, prompt_ids, base):
     row |= {c: any(ok[i] for i in spans[c]) for c in COLUMNS if c != "prompting"}
     row["prompting"] = succeeded(base_text, [r.text for r in prompted], p_ok, [word])
     row |= info
-    row["toward_replies"] = [replies[i] for i in spans["toward@1"]][:1]
+    row["toward_replies"] = [replies[i] for i in spans["toward"]][:1]
     row["vector_replies"] = [replies[i] for i in spans["vector"]]
     return row
 
@@ -201,11 +168,6 @@ def summary(results: list[dict], sae: str, plot_path: str = "") -> None:
     print(f"\n{n} concepts x {len(PROMPTS)} prompts, {N_TOKENS} greedy tokens, SAE {sae}")
     for c in COLUMNS:
         print(f"  {c:14s} {wins[c]}/{n} = {wins[c] / max(n, 1):.0%}")
-    explained = [r["vector_explained"] for r in results]
-    print(
-        f"  the first {N_PARTS} features of each vector explain "
-        f"{sum(explained) / max(n, 1):.0%} of it on average"
-    )
     print(
         f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
     )

@@ -90,16 +90,15 @@ class FeatureLookupMixin:
         ]
 
     def toward(self, text: str, top: int = 5) -> list[LeverHit]:
-        """Features that make the model talk about `text`, each with a recommended mode
-        and strength (in this engine's strength units), best first."""
+        """Features that, pulled together, make the model talk about `text`, each with a
+        recommended mode and strength (in this engine's strength units), best first."""
         from steer.steering.toward import toward
 
         self._require_sae()
         if not text.strip():
             raise ValueError("type a word or phrase to steer toward")
         with self._lock:
-            output = self.catalog.output_table() if self.catalog is not None else None
-            levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top, output=output)
+            levers = toward(self.lm, self.sae, text, max_acts=self.max_acts, top=top)
         return [
             LeverHit(
                 lv.feature, lv.score, self.label(lv.feature), mode=lv.mode, strength=lv.strength

@@ -36,8 +36,9 @@ def features(
     toward: str = typer.Option(
         None,
         "--toward",
-        help="Features that make the model talk about this word, phrase or sentence, ranked "
-        "by a measured effect, each with a recommended mode and strength.",
+        help="A set of features that, pulled together, make the model talk about this word, "
+        "phrase or sentence (at most 5), each with a recommended mode and strength, ranked "
+        "by its measured effect.",
     ),
     family: bool = typer.Option(
         False,
@@ -111,8 +112,7 @@ def _toward(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> 
     lm, sae = load_for_steering(sae_dir, model, device)
     catalog = load_catalog_for(sae_dir, sae)
     max_acts = catalog.max_acts if catalog is not None else None
-    output = catalog.output_table() if catalog is not None else None
-    levers = toward(lm, sae, text, max_acts=max_acts, top=n, output=output)
+    levers = toward(lm, sae, text, max_acts=max_acts, top=n)
     rows = [
         {
             "feature": lv.feature,
@@ -130,7 +130,9 @@ def _toward(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> 
     from rich.table import Table
 
     units = "× max activation" if max_acts is not None else "raw SAE units"
-    table = Table(title=f"features steering toward {text[:60]!r} (strength in {units})")
+    table = Table(
+        title=f"features that, pulled together, steer toward {text[:60]!r} (strength in {units})"
+    )
     for col, just in (
         ("feature", "right"),
         ("mode", "left"),
@@ -145,9 +147,6 @@ def _toward(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> 
         )
     console = Console()
     console.print(table)
-    if rows:
-        best = rows[0]
-        console.print(
-            f"try: steer generate --sae {sae_dir} --prompt ... "
-            f"--feature {best['feature']}={best['strength']:g}:{best['mode']}"
-        )
+    if rows:  # the features are a set: the recommendation pulls them all together
+        levers = " ".join(f"--feature {r['feature']}={r['strength']:g}:{r['mode']}" for r in rows)
+        console.print(f"try them together: steer generate --sae {sae_dir} --prompt ... {levers}")

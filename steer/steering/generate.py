@@ -267,12 +267,14 @@ def generate_rows(
     """Generate all rows in one batch; yield each step's events (one per running row).
 
     sae may be None only when no row has an enabled intervention. max_acts (n_latents,)
-    makes strengths relative (see `Intervention.strength`).
+    makes strengths relative (see `Intervention.strength`). prompt_ids: one prompt (P,)
+    for every row, or one prompt per row (R, P), all of one length (no padding), so that
+    a search can try several prompts and settings in one batch.
     """
     settings = settings or GenerationSettings()
     rows = [list(r) for r in rows]
-    ids = _check_prompt(lm, prompt_ids, rows, settings)  # (P,)
-    P = ids.numel()
+    ids = _check_prompt(lm, prompt_ids, rows, settings)  # (P,) or (R, P)
+    P = ids.shape[-1]
     hook = _steering_hook(lm, sae, rows, settings, max_acts, P)
     generators = [torch.Generator(device=lm.device).manual_seed(settings.seed) for _ in rows]
     stop = eos_ids(lm) if settings.stop_on_eos else set()
@@ -299,11 +301,15 @@ def generate_rows(
 def _check_prompt(
     lm: LoadedModel, prompt_ids: Tensor, rows: list, settings: GenerationSettings
 ) -> Tensor:
-    """The prompt as (P,) ids on the model's device, after checking that it fits."""
+    """The prompt as (P,) ids (or (R, P), a prompt per row) on the model's device, after
+    checking that it fits."""
     if not rows:
         raise ValueError("nothing to generate: no rows")
-    ids = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().to(lm.device)
-    P = ids.numel()
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long)
+    if ids.dim() == 2 and ids.shape[0] != len(rows):
+        raise ValueError(f"{ids.shape[0]} prompts for {len(rows)} rows: give one per row")
+    ids = ids.flatten().to(lm.device) if ids.dim() != 2 else ids.to(lm.device)
+    P = ids.shape[-1]
     if P == 0:
         raise ValueError("the prompt is empty")
     limit = max_positions(lm)
@@ -333,7 +339,14 @@ def _prefill(lm: LoadedModel, ids: Tensor, hook: SteeringHook | None, n_rows: in
     1. Prompt tokens 0 .. P-2 run once per distinct prompt-time steering (rows with equal
        `row_key` share them), and each row gets a copy of its group's KV cache;
     2. the last prompt token runs for every row: its logits give the first new tokens.
+    A prompt per row (R, P) shares nothing: every row runs its own prompt.
     """
+    rows = list(range(n_rows))
+    if ids.dim() == 2:
+        cache = None
+        if ids.shape[1] > 1:
+            _, cache = _forward(lm, ids[:, :-1], None, hook, 0, rows)
+        return _forward(lm, ids[:, -1:], cache, hook, ids.shape[1] - 1, rows)
     P, cache = ids.numel(), None
     if P > 1:
         keys = [hook.row_key(r) if hook else () for r in range(n_rows)]
@@ -342,7 +355,7 @@ def _prefill(lm: LoadedModel, ids: Tensor, hook: SteeringHook | None, n_rows: in
         _, cache = _forward(lm, ids[None, :-1].expand(len(distinct), -1), None, hook, 0, first_row)
         if n_rows > 1:  # one copy of its group's cache per row
             cache.reorder_cache(torch.tensor([distinct.index(k) for k in keys], device=lm.device))
-    return _forward(lm, ids[None, -1:].expand(n_rows, 1), cache, hook, P - 1, list(range(n_rows)))
+    return _forward(lm, ids[None, -1:].expand(n_rows, 1), cache, hook, P - 1, rows)
 
 
 def _event(

@@ -1,27 +1,35 @@
-"""Steer toward a concept: which latents make the model *say* TEXT, and how hard to pull.
+"""Steer toward a concept: which features, pulled together, make the model talk about TEXT.
 
-Latents that fire on a concept are often not the ones whose direction makes the model
-produce it (Arad, Mueller & Belinkov 2025; GUIDE.md §7). `toward` therefore
+Single latents rarely do it on a small model. On the shipped block-12 SAE, brute force
+over 13-15 candidates per concept (the best by measured rise and by first-order effect,
+each added alone at four strengths, 40 greedy tokens on the benchmark's three prompts)
+found a single latent that steers for only 4 of 9 everyday concepts (dog, mountain,
+forest, music; none for cat, horse, bird, ocean, rain): the latents that make the model
+*say* " ocean" next (an output feature, Arad et al. 2025, GUIDE.md §7) turn the talk to
+"naval"/"marine" things without the word, or into loops one step stronger. What steers
+is the *topic* of the conversation, and a topic is spread over a few latents. So
+`toward`
 
-1. names the concept's tokens: the word-initial tokens of TEXT's content words
-   (" dog", " Dog", "dog"...), pieces shorter than three letters left out;
-2. gathers candidates cheaply: the gradient of the specific concept mass (below) with
-   respect to a vector added at the SAE's layer, one backward per prompt, dotted with
-   every latent's unit direction (the first-order effect of each lever through all the
-   layers above it), plus the latents that fire most on TEXT;
-3. ranks them by a measured effect, one batched forward for all candidates: each steers
-   the baseline replies to a few neutral prompts (teacher-forced), and its score is the
-   rise of log P(a concept token somewhere in the reply) *minus* the mean rise for a set
-   of unrelated reference words, so latents that merely flatten the distribution or push
-   sub-word pieces (the failure GUIDE.md §7 records) score near zero;
-4. calibrates the best few by short batched greedy generations over a ladder of
-   strengths: the recommended strength is the smallest at which the concept appears in
-   the replies while the coherence meter (coherence.py) still passes; the final order is
-   by that validation, then by the measured rise.
+1. builds the concept's direction: the difference of mean residuals at the SAE's layer
+   between templates about TEXT ("Tell me about TEXT.", ...) and the same templates about
+   neutral fillers ("Tell me about something.", ...), so the template cancels out
+   (vectors.build_vector; CAA / representation engineering);
+2. writes it as a few SAE features by orthogonal matching pursuit (decompose.py) and keeps
+   those that enter with positive weight: the lever set, at weights that rebuild the
+   concept's part of the direction;
+3. calibrates the set's joint strength by batched greedy generations on neutral chat
+   prompts (not the benchmark's) over a ladder of strengths: the recommendation is the
+   smallest strength with the best hit rate at which every reply still passes the
+   coherence meter (coherence.py);
+4. ranks the features of the set by a measured effect, one batched forward: each alone,
+   at its share of the joint strength, steers the unsteered replies (teacher-forced), and
+   its score is the rise of log P(a concept token somewhere in the reply) minus the mean
+   rise for unrelated reference words (so a latent that flattens the distribution scores
+   near zero).
 
-Strengths are set on a residual-norm scale (the added vector's norm as a fraction of the
-typical residual norm at the SAE's layer) and reported in the units `steer generate
---feature ID=STRENGTH:add` takes (multiples of the latent's max activation).
+The features are meant to be pulled together, at the strengths given (the playground's
+ctrl+r adds them all); each strength is in the units `steer generate --feature
+ID=STRENGTH:add` takes (multiples of the latent's max activation).
 """
 
 from __future__ import annotations
@@ -35,21 +43,33 @@ from torch import Tensor
 
 from sae import TopKSAE
 from steer.lm.kv import cache_kwargs, output_cache
-from steer.lm.models import LoadedModel, block_output
+from steer.lm.models import LoadedModel
 
 from .coherence import Coherence, continuation_ce, expand_cache, repetition
+from .decompose import Part, decompose, feature_strengths
 from .generate import GenerationSettings, build_prompt_ids, generate_rows
 from .hook import SteeringHook
-from .intervention import Intervention, sae_layer
-from .plan import strength_scales
-from .readouts import latent_codes, max_over_tokens
+from .intervention import Intervention
+from .vectors import build_vector
 
 NEUTRAL_PROMPTS = (
-    "Tell me something interesting.",
-    "What should I write about today?",
-    "Say a few sentences about anything you like.",
+    "What can you tell me?",
+    "Tell me a short story.",
+    "What is on your mind?",
 )
-"""Calibration prompts (the benchmark uses others, so calibration cannot overfit them)."""
+"""Calibration prompts (the benchmark uses others, so calibration cannot overfit them).
+Of one token length in SmolLM2's chat template, so they share one batch."""
+
+TEMPLATES = (
+    "Tell me about {}.",
+    "I want to talk about {}.",
+    "Here is a story about {}.",
+    "Everything you need to know about {}.",
+    "My favourite topic is {}.",
+)
+"""Prompts about the concept; the same prompts about FILLERS are the contrast."""
+
+FILLERS = ("something", "my day", "the weekend", "anything", "this")
 
 REFERENCE_WORDS = (
     "car tree money king river computer doctor window city flower gold war book "
@@ -66,8 +86,18 @@ STOPWORDS = set(
     "here talk talking write writing things thing something".split()
 )
 
-LADDER = (0.4, 0.65, 1.0)
-"""Strengths tried in calibration, as the added vector's norm / the typical residual norm."""
+LADDER = (2.0, 3.0, 4.0)
+"""Joint strengths tried, in the concept direction's units (1 moves the fillers' mean
+residual onto the concept's). Measured on the shipped block-12 SAE (the first five
+positive parts, 40 tokens, the benchmark's prompts): sets rarely name the concept below 2
+and mostly steer at 3-4."""
+
+N_PARTS = 8
+"""Features OMP picks; those with negative weight (the fillers' side) are dropped."""
+
+MAX_SET = 5
+"""At most this many features in a set (fewer when `top` asks for fewer): on the shipped
+SAE the first five positive parts steered 11 of the first 13 concepts."""
 
 
 @dataclass
@@ -77,13 +107,16 @@ class Lever:
     strength: float
     """In the units of `steer generate --feature ID=STRENGTH:MODE`."""
     score: float
-    """Higher steers better: validation hit rate + the measured specific rise (nats)/10."""
+    """Higher steers better: this feature's measured specific rise (nats), alone, at its
+    strength; the set is meant to be pulled together."""
     rise: float = 0.0
-    """Specific rise of log P(concept token in the reply), nats."""
+    """Specific rise of log P(concept token in the reply), nats (= score, unrounded)."""
     hits: float = 0.0
-    """Fraction of calibration replies that named the concept at `strength`."""
+    """Fraction of calibration replies the whole set made name the concept coherently."""
     coherent: bool = True
+    """Whether the set's calibration replies at the recommended strength passed the meter."""
     replies: list[str] = field(default_factory=list)
+    """The set's calibration replies at the recommended strength."""
 
 
 # ---------------------------------------------------------------------- concept tokens
@@ -116,101 +149,93 @@ def concept_tokens(tokenizer, text: str) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-# ---------------------------------------------------------------------- cheap candidates
-def _add_vector_hook(delta: Tensor):
-    def hook(_module, _args, output):
-        x = block_output(output)
-        x = x + delta.to(x.dtype)
-        return (x, *output[1:]) if isinstance(output, tuple) else x
-
-    return hook
+def names_concept(text: str, words: list[str]) -> bool:
+    """Does `text` contain one of the concept words (at a word start, any ending)?"""
+    return any(re.search(r"\b" + re.escape(w), text, re.IGNORECASE) for w in words)
 
 
-def gradient_scores(
-    lm: LoadedModel,
-    sae: TopKSAE,
-    prompts: list[Tensor],
-    replies: list[list[int]],
-    targets: list[int],
-    references: list[list[int]],
-) -> Tensor:
-    """(n_latents,): first-order effect of adding one unit-norm step along each latent's
-    direction at every position on the specific concept mass (see `measure_rise`): the
-    gradient of that objective with respect to a vector added to block L's output, dotted
-    with each unit direction. One forward and backward per prompt, through all the
-    layers above L (the logit lens of a middle layer skips them and says little:
-    on the shipped SAE, " dog"'s best lens z-score is 3.6, chance level over 49k tokens)."""
-    layer = sae_layer(lm, sae)
-    delta = torch.zeros(lm.d_model, device=lm.device, requires_grad=True)
-    handle = lm.block(layer).register_forward_hook(_add_vector_hook(delta))
-    try:
-        with torch.enable_grad():
-            for prompt, reply in zip(prompts, replies, strict=True):
-                ids = torch.cat([prompt, torch.tensor(reply[:-1], dtype=torch.long)])[None]
-                logits = lm.model(input_ids=ids.to(lm.device)).logits[:, prompt.numel() - 1 :]
-                mass = _log_mass(F.log_softmax(logits.float(), dim=-1), [targets, *references])
-                (mass[0, 0] - mass[0, 1:].mean()).backward()
-    finally:
-        handle.remove()
-    dirs = sae.decoder_directions(torch.arange(sae.n_latents, device=sae.device)).detach()
-    units = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # (n, d)
-    return (units @ delta.grad.to(units.dtype)).cpu()  # (n,)
+# ---------------------------------------------------------------------- the lever set
+def lever_set(lm: LoadedModel, sae: TopKSAE, text: str, n: int) -> list[tuple[int, float]]:
+    """Up to n (latent, raw weight) whose weighted directions rebuild the concept's
+    direction (steps 1-2 of the module docstring), in OMP's order."""
+    vector = build_vector(
+        lm,
+        sae,
+        "toward",
+        [t.format(text) for t in TEMPLATES],
+        [t.format(f) for t in TEMPLATES for f in FILLERS],
+    )
+    parts = decompose(sae, vector.direction, n=N_PARTS).parts
+    kept = [(p.latent, p.weight) for p in parts if p.weight > 0][: min(n, MAX_SET)]
+    if not kept:
+        raise ValueError(f"no feature of this SAE points toward {text!r}")
+    return kept
 
 
-def candidates(
-    lm: LoadedModel,
-    sae: TopKSAE,
-    text: str,
-    grad: Tensor,
-    max_acts: Tensor | None,
-    n_grad: int = 24,
-    n_fire: int = 4,
-    output: tuple[Tensor, Tensor] | None = None,
-    targets: list[int] = (),
-    n_output: int = 4,
-) -> list[int]:
-    """Latents worth measuring: the best first-order effects, those firing on TEXT, and
-    (with the catalog's output table, steer.features.catalog.output) those whose measured
-    output tokens include the concept's."""
-    picked = grad.topk(n_grad).indices.tolist()
-    if output is not None and targets:
-        ids, rise = output  # (n, K) vocabulary ids, their probability rise
-        said = (rise * torch.isin(ids, torch.tensor(list(targets), dtype=ids.dtype))).sum(-1)
-        best = said.topk(min(n_output, said.numel()))
-        picked += [int(i) for v, i in zip(best.values, best.indices, strict=True) if v > 0]
-    ids = lm.tokenizer(text)["input_ids"]
-    fire = max_over_tokens(sae, latent_codes(lm, sae, ids)).cpu()  # (n,)
-    if max_acts is not None:
-        fire = fire / strength_scales(list(range(sae.n_latents)), max_acts)
-    picked += [i for i in fire.topk(n_fire).indices.tolist() if float(fire[i]) > 0]
-    return list(dict.fromkeys(picked))
-
-
-# ---------------------------------------------------------------------- measured effect
 @torch.inference_mode()
-def residual_norm(lm: LoadedModel, sae: TopKSAE, prompts: list[Tensor]) -> float:
-    """Median residual norm at the SAE's layer over the prompts' tokens (first skipped)."""
-    layer = sae_layer(lm, sae)
-    norms = [lm.residual(p[None].to(lm.device), layer)[0, 1:].norm(dim=-1) for p in prompts]
-    return float(torch.cat(norms).median().detach())
+def generate_grid(
+    lm: LoadedModel,
+    sae: TopKSAE,
+    settings_rows: list[list[Intervention]],
+    prompts: list[Tensor],
+    n_tokens: int,
+) -> list[list[list[int]]]:
+    """Greedy replies [setting][prompt] (token ids), every setting steering every prompt.
+
+    Prompts of one token length share one batch (a prompt per row), so three
+    equal-length prompts cost one generation."""
+    settings = GenerationSettings(max_new_tokens=n_tokens, stop_on_eos=False)
+    S = len(settings_rows)
+    out: list[list[list[int]]] = [[[] for _ in prompts] for _ in range(S)]
+    by_length: dict[int, list[int]] = {}
+    for p, prompt in enumerate(prompts):
+        by_length.setdefault(prompt.numel(), []).append(p)
+    for group in by_length.values():
+        stacked = torch.stack([prompts[p] for p in group for _ in range(S)])  # (G*S, P)
+        rows = [settings_rows[r] for _ in group for r in range(S)]
+        for events in generate_rows(lm, sae, stacked, rows, settings):
+            for e in events:
+                out[e.row % S][group[e.row // S]].append(e.token_id)
+    return out
 
 
-_REPLIES: dict[tuple, list[int]] = {}
-"""Unsteered greedy replies to the calibration prompts, kept per model: they do not depend
-on the concept, so a session asking for several concepts computes them once."""
+@torch.inference_mode()
+def calibrate(
+    lm: LoadedModel,
+    sae: TopKSAE,
+    levers: list[tuple[int, float]],
+    prompts: list[Tensor],
+    words: list[str],
+    n_tokens: int,
+) -> tuple[int, float, bool, list[str], list[list[int]]]:
+    """(ladder index, win rate, all coherent, replies) at the recommended joint strength,
+    and the unsteered replies (token ids) to the prompts.
 
+    Every prompt is answered unsteered and at every rung of LADDER (greedy, `add` at all
+    positions, the way `steer generate` applies the recommendation). A reply *wins* when
+    it names the concept and the coherence meter passes it (the unsteered model's
+    cross-entropy on it against that on the unsteered reply to the same prompt; the
+    benchmark's criterion); the recommendation is the smallest rung with the most wins.
+    The meter runs only on replies that name the concept (the others cannot win), and on
+    the chosen rung's others for the `all coherent` flag."""
+    rows = [[]] + [[Intervention(i, w * a, "add") for i, w in levers] for a in LADDER]
+    ids = generate_grid(lm, sae, rows, prompts, n_tokens)  # [setting][prompt] -> token ids
+    texts = [[lm.tokenizer.decode(r, skip_special_tokens=True) for r in row] for row in ids]
+    hits = torch.tensor([[names_concept(t, words) for t in row] for row in texts[1:]])
+    ok = torch.zeros_like(hits)  # (rungs, prompts): coherent, where measured
 
-def _greedy(lm: LoadedModel, prompt_ids: Tensor, n: int) -> list[int]:
-    key = (id(lm.model), tuple(prompt_ids.tolist()), n)
-    if key not in _REPLIES:
-        settings = GenerationSettings(max_new_tokens=n, stop_on_eos=False)
-        out: list[int] = []
-        for events in generate_rows(lm, None, prompt_ids, [[]], settings):
-            out += [e.token_id for e in events]
-        if len(_REPLIES) > 64:
-            _REPLIES.clear()
-        _REPLIES[key] = out
-    return list(_REPLIES[key])
+    def meter(cells: list[tuple[int, int]]) -> None:
+        for p in {p for _, p in cells}:
+            rungs = [a for a, q in cells if q == p]
+            ce = continuation_ce(lm, prompts[p], [ids[0][p]] + [ids[1 + a][p] for a in rungs])
+            for a, c in zip(rungs, ce[1:], strict=True):
+                ok[a, p] = Coherence(c, ce[0], repetition(ids[1 + a][p])).ok
+
+    meter([(a, p) for a, p in torch.nonzero(hits).tolist()])
+    wins = (hits & ok).float().mean(dim=1)  # (rungs,)
+    rung = int(torch.nonzero(wins == wins.max())[0])
+    meter([(rung, p) for p in range(len(prompts)) if not hits[rung, p]])
+    return rung, float(wins[rung]), bool(ok[rung].all()), texts[1 + rung], ids[0]
 
 
 def _log_mass(logp: Tensor, sets: list[list[int]]) -> Tensor:
@@ -235,7 +260,7 @@ def measure_rise(
     references: list[list[int]],
 ) -> Tensor:
     """Specific rise (len(latents),) in nats, averaged over prompts: each latent adds
-    raw[j] units of its direction to the teacher-forced baseline reply; one forward per
+    raw[j] units of its direction to the teacher-forced unsteered reply; one forward per
     prompt for all latents (plus an unsteered row), the prompt's prefix computed once."""
     rows = [[Intervention(i, float(s), "add")] for i, s in zip(latents, raw.tolist(), strict=True)]
     rows.append([])  # the unsteered row
@@ -258,63 +283,6 @@ def measure_rise(
     return total / len(prompts)
 
 
-# ---------------------------------------------------------------------- calibration
-def names_concept(text: str, words: list[str]) -> bool:
-    """Does `text` contain one of the concept words (at a word start, any ending)?"""
-    return any(re.search(r"\b" + re.escape(w), text, re.IGNORECASE) for w in words)
-
-
-@torch.inference_mode()
-def calibrate(
-    lm: LoadedModel,
-    sae: TopKSAE,
-    latents: list[int],
-    raw_per_alpha: Tensor,
-    prompts: list[Tensor],
-    words: list[str],
-    n_tokens: int = 16,
-) -> list[tuple[int, float, bool, list[str]]]:
-    """For each latent: (ladder index, hit rate, coherent, replies) at the recommended rung.
-
-    raw_per_alpha (len(latents),) is the raw strength of one unit of the ladder. All
-    latents x rungs generate in one batch per prompt (greedy, `add` at all positions, the
-    way `steer generate` applies the recommendation); the unsteered model's cross-entropy
-    on each reply is checked against the baseline reply's (coherence.py)."""
-    rows: list[list[Intervention]] = [[]]
-    for j, latent in enumerate(latents):
-        for a in LADDER:
-            rows.append([Intervention(latent, float(raw_per_alpha[j]) * a, "add")])
-    settings = GenerationSettings(max_new_tokens=n_tokens, stop_on_eos=False)
-    hits = torch.zeros(len(rows), len(prompts))
-    bad = torch.zeros(len(rows), len(prompts), dtype=torch.bool)
-    texts: list[list[str]] = [[] for _ in rows]
-    for p, prompt in enumerate(prompts):
-        ids: list[list[int]] = [[] for _ in rows]
-        for events in generate_rows(lm, sae, prompt, rows, settings):
-            for e in events:
-                ids[e.row].append(e.token_id)
-        ce = continuation_ce(lm, prompt, ids)
-        for r, reply in enumerate(ids):
-            text = lm.tokenizer.decode(reply, skip_special_tokens=True)
-            texts[r].append(text)
-            hits[r, p] = float(names_concept(text, words))
-            bad[r, p] = not Coherence(ce[r], ce[0], repetition(reply)).ok
-    out = []
-    for j in range(len(latents)):
-        best = None
-        for a in range(len(LADDER)):
-            r = 1 + j * len(LADDER) + a
-            rate, ok = float(hits[r].mean()), not bool(bad[r].any())
-            if ok and (best is None or rate > best[1]):
-                best = (a, rate, ok, texts[r])
-            if ok and rate == 1.0:
-                break
-        out.append(
-            best or (0, float(hits[1 + j * len(LADDER)].mean()), False, texts[1 + j * len(LADDER)])
-        )
-    return out
-
-
 # ---------------------------------------------------------------------- the whole search
 def toward(
     lm: LoadedModel,
@@ -323,13 +291,11 @@ def toward(
     *,
     max_acts: Tensor | None = None,
     top: int = 5,
-    n_calibrate: int = 3,
-    prompts: tuple[str, ...] = NEUTRAL_PROMPTS[:2],
-    reply_tokens: int = 12,
-    output: tuple[Tensor, Tensor] | None = None,
+    prompts: tuple[str, ...] = NEUTRAL_PROMPTS,
+    reply_tokens: int = 24,
 ) -> list[Lever]:
-    """Levers that steer toward `text`, best first (see the module docstring). output:
-    the catalog's output table (FeatureCatalog.output_table()), more candidates."""
+    """The features that, pulled together at the strengths given, steer toward `text`,
+    best first (see the module docstring)."""
     if not text or not text.strip():
         raise ValueError("the concept text is empty")
     if top < 1:
@@ -339,40 +305,28 @@ def toward(
     words = concept_words(text)
     refs = [word_tokens(tok, w)[:1] for w in REFERENCE_WORDS if w not in words]
     refs = [r for r in refs if r and r[0] not in targets]
+    levers = lever_set(lm, sae, text.strip(), top)
     prompt_ids = [build_prompt_ids(lm, p) for p in prompts]
-    replies = [_greedy(lm, p, reply_tokens) for p in prompt_ids]
-    norm = residual_norm(lm, sae, prompt_ids)
+    rung, rate, ok, texts, unsteered = calibrate(lm, sae, levers, prompt_ids, words, reply_tokens)
 
-    grad = gradient_scores(lm, sae, prompt_ids, replies, targets, refs)
-    cands = candidates(lm, sae, text, grad, max_acts, output=output, targets=targets)
-    dir_norm = sae.decoder_directions(torch.tensor(cands)).detach().norm(dim=-1).cpu()  # (c,)
-    raw_unit = norm / dir_norm.clamp(min=1e-12)  # raw strength per unit of the ladder
-    rise = measure_rise(lm, sae, cands, raw_unit * LADDER[1], prompt_ids, replies, targets, refs)
-
-    scales = strength_scales(cands, max_acts)  # raw units per unit of reported strength
-    order = rise.argsort(descending=True).tolist()
-    # Calibrate the best by measured rise and the best by first-order effect: on the
-    # shipped SAE either list alone missed levers the other found (e.g. "dog").
-    by_grad = grad[torch.tensor(cands)].argsort(descending=True).tolist()
-    best = list(dict.fromkeys(order[:n_calibrate] + by_grad[:n_calibrate]))
-    calib = calibrate(lm, sae, [cands[j] for j in best], raw_unit[best], prompt_ids, words)
-    levers = []
-    for j in list(dict.fromkeys(best + order))[: max(top, len(best))]:
-        rung, rate, ok, texts = (1, 0.0, True, [])
-        if j in best:
-            rung, rate, ok, texts = calib[best.index(j)]
-        strength = float(raw_unit[j]) * LADDER[rung] / float(scales[j])
-        levers.append(
-            Lever(
-                feature=cands[j],
-                mode="add",
-                strength=round(strength, 3),
-                score=round((rate if ok else 0.0) + float(rise[j]) / 100, 4),
-                rise=float(rise[j]),
-                hits=rate,
-                coherent=ok,
-                replies=texts,
-            )
+    latents = [i for i, _ in levers]
+    raw = torch.tensor([w * LADDER[rung] for _, w in levers])  # (n,) raw latent units
+    rise = measure_rise(lm, sae, latents, raw, prompt_ids, unsteered, targets, refs)
+    strengths = feature_strengths(
+        [Part(i, float(r)) for i, r in zip(latents, raw, strict=True)], max_acts
+    )
+    out = [
+        Lever(
+            feature=i,
+            mode="add",
+            strength=round(s, 3),
+            score=round(float(r), 4),
+            rise=float(r),
+            hits=rate,
+            coherent=ok,
+            replies=texts,
         )
-    levers.sort(key=lambda lv: lv.score, reverse=True)
-    return levers[:top]
+        for i, s, r in zip(latents, strengths, rise, strict=True)
+    ]
+    out.sort(key=lambda lv: lv.score, reverse=True)
+    return out

@@ -62,6 +62,24 @@ def test_batched_side_by_side_equals_separate_generations(lm, positions, tempera
     assert together[0] != together[1]  # the steering does something
 
 
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_a_prompt_per_row_equals_each_prompt_alone(lm, positions):
+    """Several prompts of one length in one batch (what --toward's calibration does) give
+    each row what its prompt gives alone, steered or not."""
+    sae = make_sae(lm)
+    a = build_prompt_ids(lm, "The Golden Gate Bridge is", chat=False)
+    b = a.flip(0)  # another prompt of the same length
+    settings = GenerationSettings(max_new_tokens=10, positions=positions)
+    stacked = torch.stack([a, a, b, b])  # (4, P): a prompt per row
+    together, _, _ = run(lm, sae, stacked, [[], STEER, [], STEER], settings)
+    want_a, _, _ = run(lm, sae, a, [[], STEER], settings)
+    want_b, _, _ = run(lm, sae, b, [[], STEER], settings)
+    assert together == want_a + want_b
+    assert together[0] != together[2]  # the prompts differ, so do the replies
+    with pytest.raises(ValueError, match="one per row"):
+        run(lm, sae, stacked[:3], [[], STEER], settings)
+
+
 def test_events_stream_and_rows_stop_on_eos(monkeypatch):
     lm = make_tiny_lm("llama")
     with torch.no_grad():
