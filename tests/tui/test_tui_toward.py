@@ -65,9 +65,10 @@ async def test_meter_stays_silent_without_levers(tmp_path):
         assert "nats/tok" not in app.query_one("#steered").border_subtitle
 
 
-async def test_one_key_adds_the_lever_and_regenerates_the_last_prompt(tmp_path):
+async def test_one_key_adds_the_whole_set_and_regenerates_the_last_prompt(tmp_path):
     engine = make_engine(tmp_path)
-    expected = engine.toward("Bridge")[0]
+    expected = engine.toward("Bridge")
+    assert len(expected) > 1  # a set, so "adds them all" is tested
     app = PlaygroundApp(engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -81,7 +82,11 @@ async def test_one_key_adds_the_lever_and_regenerates_the_last_prompt(tmp_path):
         await settle(pilot)
         await settle(pilot)
         assert not isinstance(app.screen, FindScreen)
-        assert [f.latent for f in app.engine.features] == [expected.latent]
+        assert [(f.latent, f.mode) for f in app.engine.features] == [
+            (lv.latent, lv.mode) for lv in expected
+        ]
+        strengths = [f.strength for f in app.engine.features]
+        assert strengths == pytest.approx([lv.strength for lv in expected])
         assert app.gen_id > first  # regenerated, with the lever
         assert app.engine.last.levers
         assert "nats/tok" in app.query_one("#steered").border_subtitle

@@ -1,6 +1,6 @@
 """Find features: by the text they fire on, by label, or by #id; or, in "steer toward…"
-mode (ctrl+t), the features that make the model talk about the text, each added with its
-recommended mode and strength."""
+mode (ctrl+t), the set of features that, pulled together, make the model talk about the
+text (ctrl+r adds them all, each with its recommended mode and strength)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,11 @@ class FindScreen(Dialog, ModalScreen[None]):
         box = self.query_one("#find-box")
         box.border_title = "Steer toward…" if self.toward else "Find features"
         box.border_subtitle = (
-            "↓ results · enter add · a keep adding · ctrl+r add+rerun · i inspect · "
+            (
+                "↓ results · enter add one · ctrl+r add the set+rerun · i inspect · "
+                if self.toward
+                else "↓ results · enter add · a keep adding · ctrl+r add+rerun · i inspect · "
+            )
             + ("ctrl+t find by firing" if self.toward else "ctrl+t steer toward…")
         )
         self.query_one("#find-input", Input).placeholder = (
@@ -133,7 +137,7 @@ class FindScreen(Dialog, ModalScreen[None]):
             options.append(
                 Option(
                     Content.assemble(
-                        ("Steers toward this text", "bold $accent"),
+                        ("Steer toward this text together", "bold $accent"),
                         (f"  (score · mode strength {unit})".replace("  )", ")"), "dim"),
                     ),
                     disabled=True,
@@ -218,12 +222,19 @@ class FindScreen(Dialog, ModalScreen[None]):
             self.dismiss()
 
     def action_add_and_regenerate(self) -> None:
-        """One key from a result to the steered reply: add it, close, run the last prompt
-        again (the meter then says whether the reply is still text)."""
-        if self._selected() is None:
+        """One key from the results to the steered reply: in "steer toward…" mode add the
+        whole set (its features steer together, each at its recommended mode and
+        strength), otherwise the highlighted result; close, run the last prompt again
+        (the meter then says whether the reply is still text)."""
+        if self.toward and self.levers:
+            for latent, (mode, strength) in self.levers.items():
+                self.app.add_feature(latent, strength, mode)
+            self.dismiss()
+        elif self._selected() is None:
             self.status.update("pick a result first (↓)")
             return
-        self.action_add(True)
+        else:
+            self.action_add(True)
         self.app.action_regenerate()
 
     def action_inspect(self) -> None:
