@@ -116,12 +116,23 @@ def concept_settings(lm, sae, catalog, word):
     return settings, spans, info
 
 
-def run_concept(lm, sae, catalog, word, prompt_ids, base):
+def keep_columns(settings: list, spans: dict, columns: tuple) -> tuple[list, dict]:
+    """Only the settings of `columns` (a cheaper run, e.g. comparing depths)."""
+    kept, out = [], {}
+    for c in columns:
+        if c in spans:
+            out[c] = range(len(kept), len(kept) + len(spans[c]))
+            kept += [settings[i] for i in spans[c]]
+    return kept, out
+
+
+def run_concept(lm, sae, catalog, word, prompt_ids, base, columns=COLUMNS):
     """One concept: every column's success, and what the run saw."""
     from steer.steering.generate import build_prompt_ids
     from steer.steering.success import coherence, greedy_replies, succeeded
 
     settings, spans, info = concept_settings(lm, sae, catalog, word)
+    settings, spans = keep_columns(settings, spans, columns)
     replies = [[] for _ in settings]
     coherent = [[] for _ in settings]
     for p, ids in enumerate(prompt_ids):
@@ -131,15 +142,17 @@ def run_concept(lm, sae, catalog, word, prompt_ids, base):
             coherent[r].append(coherence(reply, base[p]).ok)
     base_text = [b.text for b in base]
     ok = [succeeded(base_text, replies[r], coherent[r], [word]) for r in range(len(settings))]
-    asked = [build_prompt_ids(lm, f"Talk about {word}. {p}") for p in PROMPTS]
-    prompted = [greedy_replies(lm, None, ids, [[]], N_TOKENS)[0] for ids in asked]
-    p_ok = [coherence(r, b).ok for r, b in zip(prompted, base, strict=True)]
     row = {"concept": word}
-    row |= {c: any(ok[i] for i in spans[c]) for c in COLUMNS if c != "prompting"}
-    row["prompting"] = succeeded(base_text, [r.text for r in prompted], p_ok, [word])
+    row |= {c: any(ok[i] for i in spans[c]) for c in spans}
+    if "prompting" in columns:
+        asked = [build_prompt_ids(lm, f"Talk about {word}. {p}") for p in PROMPTS]
+        prompted = [greedy_replies(lm, None, ids, [[]], N_TOKENS)[0] for ids in asked]
+        p_ok = [coherence(r, b).ok for r, b in zip(prompted, base, strict=True)]
+        row["prompting"] = succeeded(base_text, [r.text for r in prompted], p_ok, [word])
     row |= info
-    row["toward_replies"] = [replies[i] for i in spans["toward"]][:1]
-    row["vector_replies"] = [replies[i] for i in spans["vector"]]
+    for c in ("toward", "vector"):
+        if c in spans:
+            row[f"{c}_replies"] = [replies[i] for i in spans[c]]
     return row
 
 
@@ -163,10 +176,10 @@ def plot(wins: dict, n: int, path: str) -> None:
 def summary(results: list[dict], sae: str, plot_path: str = "") -> None:
     """Print the columns' totals (and draw the bar chart) from per-concept results."""
     n = len(results)
-    wins = {c: sum(bool(r[c]) for r in results) for c in COLUMNS}
+    wins = {c: sum(bool(r[c]) for r in results) for c in COLUMNS if results and c in results[0]}
     seconds = [r["seconds"] for r in results]
     print(f"\n{n} concepts x {len(PROMPTS)} prompts, {N_TOKENS} greedy tokens, SAE {sae}")
-    for c in COLUMNS:
+    for c in wins:
         print(f"  {c:14s} {wins[c]}/{n} = {wins[c] / max(n, 1):.0%}")
     print(
         f"  --toward seconds per concept: mean {sum(seconds) / max(n, 1):.1f}, max {max(seconds):.1f}"
@@ -191,12 +204,18 @@ def main() -> None:
         "--from-json", default="", help="print the totals (and --plot) of a saved --json run"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--columns", default=",".join(COLUMNS), help=f"a subset of {','.join(COLUMNS)}"
+    )
     args = parser.parse_args()
     if args.from_json:
         with open(args.from_json) as f:
             summary(json.load(f)["results"][: args.concepts], args.sae, args.plot)
         return
     torch.set_num_threads(args.threads)
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
+    if unknown := set(columns) - set(COLUMNS):
+        parser.error(f"unknown columns {sorted(unknown)}: choose from {', '.join(COLUMNS)}")
 
     from steer.features.catalog import FeatureCatalog
     from steer.steering import open_sae
@@ -212,9 +231,9 @@ def main() -> None:
 
     results = []
     for word in words:
-        row = run_concept(lm, sae, catalog, word, prompt_ids, base)
+        row = run_concept(lm, sae, catalog, word, prompt_ids, base, columns)
         results.append(row)
-        marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in COLUMNS)
+        marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in COLUMNS if c in row)
         print(f"{word:10s} {marks}  {row['seconds']:.1f}s  {row['levers'][:1]}", flush=True)
         if args.json:  # after every concept, so a long run stopped early keeps what it did
             with open(args.json, "w") as f:

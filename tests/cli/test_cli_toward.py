@@ -55,22 +55,25 @@ def test_toward_bad_input_is_one_line(promoting_dir, args, message):
 
 @requires_embedded
 def test_toward_steers_the_real_model_toward_a_concept():
-    """End to end on SmolLM2 and the shipped SAE: the first lever --toward recommends, at
-    its strength and mode, makes `steer generate` name the concept where the baseline does not."""
+    """End to end on SmolLM2 and the shipped SAE: the set --toward recommends, pulled
+    together at its strengths and modes, makes `steer generate` name the concept where
+    the baseline does not. "ocean" is a concept no single latent of this SAE steers (a
+    brute-force search over 15 candidates at 4 strengths found none)."""
     sae = "checkpoints/smollm2-135m/resid_post.12/9216-k32"
-    out = json.loads(
-        invoke("features", "--sae", sae, "--toward", "dog", "--top", 1, "--json").stdout
-    )
-    best = out["features"][0]
-    spec = f"{best['feature']}={best['strength']}:{best['mode']}"
+    out = json.loads(invoke("features", "--sae", sae, "--toward", "ocean", "--json").stdout)
+    assert 1 < len(out["features"]) <= 5
+    specs = [
+        arg
+        for f in out["features"]
+        for arg in ("--feature", f"{f['feature']}={f['strength']}:{f['mode']}")
+    ]
     result = invoke(
         "generate",
         "--sae",
         sae,
         "--prompt",
         "Tell me about your weekend.",
-        "--feature",
-        spec,
+        *specs,
         "--max-tokens",
         40,
         "--json",
@@ -78,5 +81,5 @@ def test_toward_steers_the_real_model_toward_a_concept():
     assert result.exit_code == 0, result.output
     gen = json.loads(result.stdout)
     base, steered = gen["baseline"]["text"], gen["steered"]["text"]
-    assert "dog" not in base.lower()
-    assert "dog" in steered.lower()
+    assert "ocean" not in base.lower()
+    assert "ocean" in steered.lower()
