@@ -53,12 +53,14 @@ from .intervention import Intervention
 from .vectors import build_vector
 
 NEUTRAL_PROMPTS = (
-    "What can you tell me?",
-    "Tell me a short story.",
-    "What is on your mind?",
+    "How should I plan my week?",
+    "How do I save more time?",
+    "What do you do for fun?",
 )
-"""Calibration prompts (the benchmark uses others, so calibration cannot overfit them).
-Of one token length in SmolLM2's chat template, so they share one batch."""
+"""Calibration prompts: everyday requests with a topic of their own, as a user's are
+(open ones, "What is on your mind?", are steered by less than a real request needs, so a
+strength calibrated on them fell short); the benchmark uses others, so calibration cannot
+overfit them. Of one token length in SmolLM2's chat template, so they share one batch."""
 
 TEMPLATES = (
     "Tell me about {}.",
@@ -86,11 +88,11 @@ STOPWORDS = set(
     "here talk talking write writing things thing something".split()
 )
 
-LADDER = (2.0, 3.0, 4.0)
+LADDER = (2.0, 3.0, 4.0, 5.0)
 """Joint strengths tried, in the concept direction's units (1 moves the fillers' mean
 residual onto the concept's). Measured on the shipped block-12 SAE (the first five
 positive parts, 40 tokens, the benchmark's prompts): sets rarely name the concept below 2
-and mostly steer at 3-4."""
+and mostly steer at 3-4; some ("snow") only at 5 on requests with a topic of their own."""
 
 N_PARTS = 8
 """Features OMP picks; those with negative weight (the fillers' side) are dropped."""
