@@ -60,13 +60,10 @@ class FindScreen(Dialog, ModalScreen[None]):
         box = self.query_one("#find-box")
         box.border_title = "Steer toward…" if self.toward else "Find features"
         box.border_subtitle = (
-            (
-                "↓ results · enter add one · ctrl+r add the set+rerun · i inspect · "
-                if self.toward
-                else "↓ results · enter add · a keep adding · ctrl+r add+rerun · i inspect · "
-            )
-            + ("ctrl+t find by firing" if self.toward else "ctrl+t steer toward…")
-        )
+            "↓ results · enter add one · ctrl+r add the set+rerun · i inspect · "
+            if self.toward
+            else "↓ results · enter add · a keep adding · ctrl+r add+rerun · i inspect · "
+        ) + ("ctrl+t find by firing" if self.toward else "ctrl+t steer toward…")
         self.query_one("#find-input", Input).placeholder = (
             "a word or phrase the model should talk about (takes a few seconds)"
             if self.toward
