@@ -89,7 +89,7 @@ class FeatureLookupMixin:
             for e in self.catalog.search(query, limit=limit)
         ]
 
-    def toward(self, text: str, top: int = 5) -> list[LeverHit]:
+    def toward(self, text: str, top: int | None = None) -> list[LeverHit]:
         """Features that, pulled together, make the model talk about `text`, each with a
         recommended mode and strength (in this engine's strength units), best first."""
         from steer.steering.toward import toward

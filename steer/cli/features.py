@@ -37,8 +37,8 @@ def features(
         None,
         "--toward",
         help="A set of features that, pulled together, make the model talk about this word, "
-        "phrase or sentence (at most 5), each with a recommended mode and strength, ranked "
-        "by its measured effect.",
+        "phrase or sentence, each with a recommended mode and strength, ranked by its "
+        "measured effect.",
     ),
     family: bool = typer.Option(
         False,
@@ -47,7 +47,11 @@ def features(
         "of its family (sibling folders at the same hook point): how it splits.",
     ),
     top: int = typer.Option(
-        None, "--top", "-n", help="How many latents to list (default 20; 5 with --toward)."
+        None,
+        "--top",
+        "-n",
+        help="How many latents to list (default 20; with --toward, the size of the recommended "
+        "set, default 16).",
     ),
     min_output: float = typer.Option(
         None,
@@ -79,11 +83,11 @@ def features(
         raise ValueError("the --toward text is empty")
     if text is not None and not text.strip():
         raise ValueError("the text is empty")
-    if top is None:
-        top = 5 if toward is not None else 20
+    if top is None and toward is None:  # --toward without --top: the whole recommended set
+        top = 20
     if search is not None and not search.strip():
         raise ValueError("--search is empty: give a word to look for")
-    if top < 1:
+    if top is not None and top < 1:
         raise ValueError(f"--top must be positive, got {top}")
     if sort not in (None, "output"):
         raise ValueError(f"--sort takes `output`, got {sort!r}")
@@ -103,7 +107,7 @@ def features(
         for_text(sae, text, top, model, device, json_out, by_output)
 
 
-def _toward(sae_dir: Path, text: str, n: int, model, device, json_out: bool) -> None:
+def _toward(sae_dir: Path, text: str, n: int | None, model, device, json_out: bool) -> None:
     import torch
 
     from steer.steering.toward import toward

@@ -7,16 +7,16 @@ found a single latent that steers for only 4 of 9 everyday concepts (dog, mounta
 forest, music; none for cat, horse, bird, ocean, rain): the latents that make the model
 *say* " ocean" next (an output feature, Arad et al. 2025, GUIDE.md §7) turn the talk to
 "naval"/"marine" things without the word, or into loops one step stronger. What steers
-is the *topic* of the conversation, and a topic is spread over a few latents. So
+is the *topic* of the conversation, and a topic is spread over many latents. So
 `toward`
 
 1. builds the concept's direction: the difference of mean residuals at the SAE's layer
    between templates about TEXT ("Tell me about TEXT.", ...) and the same templates about
    neutral fillers ("Tell me about something.", ...), so the template cancels out
    (vectors.build_vector; CAA / representation engineering);
-2. writes it as a few SAE features by orthogonal matching pursuit (decompose.py) and keeps
-   those that enter with positive weight: the lever set, at weights that rebuild the
-   concept's part of the direction;
+2. writes it as SAE features by orthogonal matching pursuit (decompose.py) and keeps the
+   first MAX_SET (16) that enter with positive weight: the lever set, at weights that
+   rebuild the concept's side of the direction;
 3. calibrates the set's joint strength by batched greedy generations on neutral chat
    prompts (not the benchmark's) over a ladder of strengths: the recommendation is the
    smallest strength with the best hit rate at which every reply still passes the
@@ -94,12 +94,16 @@ residual onto the concept's). Measured on the shipped block-12 SAE (the first fi
 positive parts, 40 tokens, the benchmark's prompts): sets rarely name the concept below 2
 and mostly steer at 3-4; some ("snow") only at 5 on requests with a topic of their own."""
 
-N_PARTS = 8
-"""Features OMP picks; those with negative weight (the fillers' side) are dropped."""
+MAX_SET = 16
+"""Features in a set unless `top` asks for another number. More features rebuild more of
+the concept's direction and steer more often, up to a point: on the shipped block-12 SAE
+the 24-concept benchmark steered 12 concepts with sets of 5, 16 with 10, 18 with 16; sets
+of 24 and 32 did no better than 16 on the first 18-19 concepts (10/19 and 11/18, where 16
+had 14/19)."""
 
-MAX_SET = 5
-"""At most this many features in a set (fewer when `top` asks for fewer): on the shipped
-SAE the first five positive parts steered 11 of the first 13 concepts."""
+
+RISE_TOKENS = 12
+"""Reply tokens the per-feature ranking reads (see `toward`)."""
 
 
 @dataclass
@@ -167,8 +171,10 @@ def lever_set(lm: LoadedModel, sae: TopKSAE, text: str, n: int) -> list[tuple[in
         [t.format(text) for t in TEMPLATES],
         [t.format(f) for t in TEMPLATES for f in FILLERS],
     )
-    parts = decompose(sae, vector.direction, n=N_PARTS).parts
-    kept = [(p.latent, p.weight) for p in parts if p.weight > 0][: min(n, MAX_SET)]
+    # OMP gives about 2 positive parts for every negative one (the fillers' side): half
+    # again as many steps as features wanted.
+    parts = decompose(sae, vector.direction, n=max(8, (3 * n + 1) // 2)).parts
+    kept = [(p.latent, p.weight) for p in parts if p.weight > 0][:n]
     if not kept:
         raise ValueError(f"no feature of this SAE points toward {text!r}")
     return kept
@@ -292,7 +298,7 @@ def toward(
     text: str,
     *,
     max_acts: Tensor | None = None,
-    top: int = 5,
+    top: int | None = None,
     prompts: tuple[str, ...] = NEUTRAL_PROMPTS,
     reply_tokens: int = 24,
 ) -> list[Lever]:
@@ -300,6 +306,7 @@ def toward(
     best first (see the module docstring)."""
     if not text or not text.strip():
         raise ValueError("the concept text is empty")
+    top = MAX_SET if top is None else top
     if top < 1:
         raise ValueError(f"top must be positive, got {top}")
     tok = lm.tokenizer
@@ -313,7 +320,11 @@ def toward(
 
     latents = [i for i, _ in levers]
     raw = torch.tensor([w * LADDER[rung] for _, w in levers])  # (n,) raw latent units
-    rise = measure_rise(lm, sae, latents, raw, prompt_ids, unsteered, targets, refs)
+    # The ranking's forward has a row per feature; on the first RISE_TOKENS tokens of two
+    # unsteered replies it stays cheaper than the calibration. It orders the set only:
+    # the set and its strengths do not depend on it.
+    short = [reply[:RISE_TOKENS] for reply in unsteered[:2]]
+    rise = measure_rise(lm, sae, latents, raw, prompt_ids[:2], short, targets, refs)
     strengths = feature_strengths(
         [Part(i, float(r)) for i, r in zip(latents, raw, strict=True)], max_acts
     )
