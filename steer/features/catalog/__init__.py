@@ -1,8 +1,10 @@
 """The feature catalog: per-latent statistics, top contexts, logit lens, labels and search,
 stored beside each SAE in `catalog/`.
 
-store.py (the FeatureCatalog, its files, token bytes), build.py (indexing a corpus),
-lens.py (logit lens), labels.py (short labels), search.py (the latents firing on a text).
+store.py (the FeatureCatalog), files.py (its on-disk format), entries.py (the records it
+hands out), token_text.py (token bytes), query.py (search by a query: FTS5 index, substring
+fallback), build.py (indexing a corpus), lens.py (logit lens), output.py (output scores),
+labels.py (short labels), search.py (the latents firing on a text).
 """
 
 from .build import build_catalog

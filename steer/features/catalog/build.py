@@ -7,9 +7,9 @@ per-latent statistics and the running top contexts are updated with tensor opera
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -127,11 +127,6 @@ def build_catalog(
         raise ValueError(f"--tokens must be positive, got {n_tokens}")
     n, d, dev = sae.n_latents, sae.d_in, lm.device
     use_autocast = autocast and lm.dtype == torch.float32 and dev.type in ("cpu", "cuda")
-    amp = (
-        (lambda: torch.autocast(dev.type, dtype=torch.bfloat16))
-        if use_autocast
-        else contextlib.nullcontext
-    )
     stats = _Statistics(n, n_contexts, window)
     done = T = 0  # tokens read; context length
     contexts = contexts_from(source, lm.tokenizer, ctx_len, seed, text_field)
@@ -146,7 +141,8 @@ def build_catalog(
             raise ValueError(
                 f"contexts of {T} tokens are too short (the first {skip_first} are skipped)"
             )
-        with amp():
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16) if use_autocast else nullcontext()
+        with amp:
             resid = lm.residual(ids.to(dev), layer)[:, skip_first:]  # (B, Tm, d)
             acts, idx = sae.encode(resid.reshape(-1, d).to(sae.device))  # (B*Tm, k)
         stats.add(ids, acts.float().cpu(), idx.cpu(), skip_first)
@@ -158,19 +154,32 @@ def build_catalog(
     lens_top, lens_bottom = logit_lens(
         lm, sae.decoder_directions(torch.arange(n)), n_logit, fast=use_autocast
     )
-    meta = {
+    meta = _catalog_meta(lm, sae, source, stats.seen, T, window, skip_first)
+    return _assemble(stats, lens_top, lens_bottom, lm.tokenizer, window[0], meta)
+
+
+def _catalog_meta(
+    lm: LoadedModel,
+    sae: TopKSAE,
+    source,
+    n_seen: int,
+    ctx_len: int,
+    window: tuple[int, int],
+    skip_first: int,
+) -> dict:
+    """What the catalog records about how it was built."""
+    return {
         "model": lm.name,
         "hookpoint": sae.cfg.hookpoint,
-        "n_latents": n,
-        "n_tokens": stats.seen,
-        "ctx_len": T,
+        "n_latents": sae.n_latents,
+        "n_tokens": n_seen,
+        "ctx_len": ctx_len,
         "window": list(window),
         "skip_first": skip_first,
         "sae_fingerprint": sae_fingerprint(sae),
         "logit_lens": "W_U (norm weight ⊙ centered(W_dec[i])): no norm bias, no RMS division",
         "corpus": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
     }
-    return _assemble(stats, lens_top, lens_bottom, lm.tokenizer, window[0], meta)
 
 
 def _assemble(

@@ -1,163 +1,41 @@
-"""The feature catalog's storage: what each SAE latent does, measured on a corpus sample.
+"""The feature catalog: what each SAE latent does, measured on a corpus sample.
 
 Per latent: firing frequency, mean activation (over the tokens where it fires), max
 activation, the top activating contexts (a token window around each context's max, with
 the latent's activation on every token), logit-lens tokens, and a short label. Built by
-build.py, the logit lens in lens.py, labels in labels.py.
-
-Storage, in `<sae folder>/catalog/`: `catalog.safetensors` (statistics, context token ids
-and activations, logit-lens token ids) and `catalog.json` (metadata, labels, and the
-strings of the token ids used). ~18 MB for 18k latents, loads in well under a second.
+build.py, the logit lens in lens.py, labels in labels.py, its files in files.py (~18 MB
+for 18k latents, loads in well under a second), search by a query in query.py, token
+strings in token_text.py, the records it hands out in entries.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from sae import TopKSAE, atomic_write
-from sae.matryoshka import split_prefix
+from sae import TopKSAE
 from steer.steering import check_latent
 
-CATALOG_DIR = "catalog"
-TENSORS_FILE = "catalog.safetensors"
-META_FILE = "catalog.json"
-FORMAT_VERSION = 2
-BYTE_TOKEN_RE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+from .entries import ContextExample, FeatureEntry
+from .files import CATALOG_DIR, catalog_dir, files_exist, read_files, write_files
+from .query import QuerySearch
+from .token_text import decode_pieces, token_bytes
 
-
-# ---------------------------------------------------------------------- token strings
-# Catalog token strings are stored as each token's UTF-8 *bytes* (held in a str through
-# latin-1), because byte-level tokenizers split characters: "–" is three tokens, each
-# undecodable alone. A window is decoded token by token, a character showing on the
-# token that completes it.
-def _byte_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (byte-level BPE token spelling)."""
-    keep = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def token_bytes(tokenizer, ids: list[int]) -> list[bytes]:
-    """The bytes each token stands for (special tokens: their text)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    decoder = getattr(backend, "decoder", None)
-    byte_level = type(decoder).__name__ == "ByteLevel"
-    inverse = {c: b for b, c in _byte_to_unicode().items()} if byte_level else {}
-    special = set(getattr(tokenizer, "all_special_ids", [])) | set(
-        getattr(tokenizer, "added_tokens_decoder", {})
-    )
-    out = []
-    for i, spelled in zip(ids, tokenizer.convert_ids_to_tokens(list(ids)), strict=True):
-        spelled = spelled or ""
-        if i in special:
-            out.append(spelled.encode())
-        elif byte_level and all(c in inverse for c in spelled):
-            out.append(bytes(inverse[c] for c in spelled))
-        elif (m := BYTE_TOKEN_RE.match(spelled)) is not None:  # SentencePiece byte fallback
-            out.append(bytes([int(m.group(1), 16)]))
-        elif "\u2581" in spelled:  # SentencePiece word start
-            out.append(spelled.replace("\u2581", " ").encode())
-        else:
-            out.append(tokenizer.decode([i]).encode())
-    return out
-
-
-def decode_pieces(pieces: list[bytes]) -> list[str]:
-    """Per-token text of a token window: a split character shows on its last token."""
-    out, pending = [], b""
-    for piece in pieces:
-        pending += piece
-        try:
-            out.append(pending.decode("utf-8"))
-            pending = b""
-        except UnicodeDecodeError as err:
-            if err.reason == "unexpected end of data" and len(pending) < 4:
-                out.append("")  # wait for the rest of the character
-            else:  # a window starting mid-character, or bad bytes
-                out.append(pending.decode("utf-8", "replace"))
-                pending = b""
-    return out
-
-
-@dataclass
-class ContextExample:
-    tokens: list[str]
-    """The token strings of the window."""
-    acts: list[float]
-    """The latent's activation on each token."""
-    max_pos: int
-    """Index in `tokens` of the context's maximum activation."""
-
-    @property
-    def max_act(self) -> float:
-        return self.acts[self.max_pos]
-
-    @property
-    def text(self) -> str:
-        return "".join(self.tokens)
-
-
-@dataclass
-class FeatureEntry:
-    index: int
-    label: str
-    frequency: float
-    """Fraction of corpus tokens on which the latent is active (in the TopK, > 0)."""
-    mean_act: float
-    """Mean activation over the tokens where it is active."""
-    max_act: float
-    top_tokens: list[str]
-    """Logit lens: tokens whose logits its decoder direction raises most."""
-    bottom_tokens: list[str]
-    """Logit lens: tokens whose logits it lowers most."""
-    contexts: list[ContextExample] = field(default_factory=list)
-    """Top activating contexts, strongest first."""
-    explanation: str = ""
-    """The best explanation (an LM's phrase or the N2G token patterns), "" if none."""
-    explanation_source: str = ""
-    """`n2g` or the explainer model's name."""
-    explanation_score: str = ""
-    """Its score in words: `precision 0.92 · recall 0.41` or `detection 0.81`."""
-    output_score: float | None = None
-    """Share of the next-token probability its direction moves onto its output tokens
-    (output.py); None for a catalog built before output scores."""
-    output_tokens: list[str] = field(default_factory=list)
-    """The tokens adding its direction makes likelier, most first (measured)."""
-
-
-# ---------------------------------------------------------------------- the catalog
-def catalog_dir(sae_dir: str | Path) -> Path:
-    """`<sae>/catalog`; for level m of a Matryoshka SAE (`DIR@m`), `DIR/catalog@m`."""
-    folder, prefix = split_prefix(sae_dir)
-    return folder / (CATALOG_DIR if prefix is None else f"{CATALOG_DIR}@{prefix}")
-
-
-def _resolve(folder: str | Path) -> Path:
-    """A catalog folder, or an SAE folder holding one in catalog/ (DIR@m: catalog@m)."""
-    if split_prefix(folder)[1] is not None:
-        return catalog_dir(folder)
-    folder = Path(folder)
-    if not (folder / META_FILE).is_file() and (folder / CATALOG_DIR / META_FILE).is_file():
-        return folder / CATALOG_DIR
-    return folder
+# Re-exported: this module was the catalog's only one, and callers import these from it.
+__all__ = [
+    "CATALOG_DIR",
+    "CatalogMismatch",
+    "ContextExample",
+    "FeatureCatalog",
+    "FeatureEntry",
+    "catalog_dir",
+    "decode_pieces",
+    "sae_fingerprint",
+    "token_bytes",
+]
 
 
 def sae_fingerprint(sae: TopKSAE) -> str:
@@ -170,7 +48,7 @@ class CatalogMismatch(ValueError):
     """A catalog found beside an SAE was built for another SAE (rebuild it with steer index)."""
 
 
-class FeatureCatalog:
+class FeatureCatalog(QuerySearch):
     def __init__(
         self, tensors: dict[str, Tensor], labels: list[str], pieces: list[str], meta: dict
     ):
@@ -322,128 +200,21 @@ class FeatureCatalog:
             output_tokens=[] if scores is None else self._output_strings(i),
         )
 
-    # ------------------------------------------------------------------ search
-    def _build_search_text(self) -> list[str]:
-        """One lowercase string per latent: its contexts, then its max tokens, tab-separated."""
-        import numpy as np
-
-        table = np.array([*self.pieces, ""], dtype=object)  # index -1 -> ""
-        toks = self.tensors["ctx_tokens"].numpy()
-        n, C, _ = toks.shape
-        words = table[toks]  # (n, C, W) latin-1 byte strings
-        peak = table[toks[:, :, self.window_before]]  # (n, C) the max tokens
-        texts = []
-        for i in range(n):
-            contexts = "\n".join("".join(words[i, c]) for c in range(C))
-            raw = contexts + "\t" + "\n".join(peak[i])
-            texts.append(raw.encode("latin-1").decode("utf-8", "replace").lower())
-        return texts
-
-    def search(self, query: str, limit: int = 20) -> list[FeatureEntry]:
-        """Features ranked by relevance to `query` (BM25 over labels, explanations, the
-        tokens they fire on, logit-lens tokens and top contexts: see
-        steer.features.explain.search). A query without word characters ("(", "->")
-        falls back to a substring match."""
-        from steer.features.explain.search import WORD_RE
-
-        if WORD_RE.search(query) is None:
-            return self.substring_search(query, limit)
-        return [self.entry(i) for i, _ in self.search_index().search(query, limit)]
-
-    def search_index(self):
-        """The FTS5 index (built on first use, kept in search.sqlite beside the catalog)."""
-        from steer.features.explain.search import (
-            INDEX_FILE,
-            SearchIndex,
-            catalog_documents,
-            file_stamp,
-        )
-
-        if self._index is None:
-            ex = self.explanations
-            docs = lambda: catalog_documents(self, ex.search_text if ex else None)  # noqa: E731
-            if self.folder is None:
-                self._index = SearchIndex.build(docs())
-            else:
-                names = (META_FILE, TENSORS_FILE, "explanations.json", "explanations.safetensors")
-                stamp = file_stamp([self.folder / f for f in names])
-                self._index = SearchIndex.open(self.folder / INDEX_FILE, stamp, docs)
-        return self._index
-
-    def substring_search(self, query: str, limit: int = 20) -> list[FeatureEntry]:
-        """Latents whose label, logit-lens tokens or top contexts contain `query`
-        (case-insensitive), best first: label > the activating tokens > logit-lens
-        tokens > contexts; ties by max activation."""
-        q = query.strip().lower()
-        if not q:
-            return []
-        if self._search_text is None:
-            self._search_text = self._build_search_text()
-        n_ctx = max(1, self.tensors["ctx_values"].shape[1])
-        scored = []
-        for i in range(self.n_latents):
-            text = self._search_text[i]
-            if q not in text and q not in self.label(i).lower():
-                lens = "".join(self._strings(self.tensors["lens_top"][i])).lower()
-                if q not in lens:
-                    continue
-            contexts, _, peaks = text.partition("\t")
-            lens = " ".join(self._strings(self.tensors["lens_top"][i])).lower()
-            score = (
-                4.0 * (q in self.label(i).lower())
-                + 2.0 * sum(q in p for p in peaks.split("\n")) / n_ctx
-                + 1.0 * (q in lens)
-                + 1.0 * sum(q in c for c in contexts.split("\n")) / n_ctx
-            )
-            scored.append((score, float(self.max_acts[i]), i))
-        scored.sort(reverse=True)
-        return [self.entry(i) for _, _, i in scored[:limit]]
-
     # ------------------------------------------------------------------ files
     @staticmethod
     def exists(folder: str | Path) -> bool:
-        folder = _resolve(folder)
-        return (folder / META_FILE).is_file() and (folder / TENSORS_FILE).is_file()
+        return files_exist(folder)
 
     def save(self, folder: str | Path) -> Path:
         """Write into `folder` (an SAE folder: into its catalog/). Returns the folder."""
-        folder = Path(folder)
-        if split_prefix(folder)[1] is not None:
-            folder = catalog_dir(folder)
-        elif (folder / "cfg.json").is_file() and (folder / "sae.safetensors").is_file():
-            folder = folder / CATALOG_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.contiguous().cpu() for k, v in self.tensors.items()}
-        meta = {
-            **self.meta,
-            "version": FORMAT_VERSION,
-            "labels": self.labels,
-            "pieces": self.pieces,
-        }
-        atomic_write(folder / TENSORS_FILE, lambda tmp: save_file(tensors, tmp))
-        atomic_write(
-            folder / META_FILE,
-            lambda tmp: Path(tmp).write_text(json.dumps(meta, ensure_ascii=False)),
-        )
+        folder = write_files(folder, self.tensors, self.labels, self.pieces, self.meta)
         self.folder, self._index = folder, None
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> FeatureCatalog:
         """Load a catalog folder, or the catalog/ of an SAE folder. ValueError if absent or bad."""
-        folder = _resolve(folder)
-        if not cls.exists(folder):
-            raise ValueError(f"no feature catalog in {folder}: build one with `steer index`")
-        try:
-            meta = json.loads((folder / META_FILE).read_text())
-            tensors = load_file(str(folder / TENSORS_FILE))
-            labels, pieces = meta.pop("labels"), meta.pop("pieces")
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"corrupt feature catalog in {folder}: {err}") from None
-        if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"feature catalog in {folder} has format {meta.get('version')}, expected {FORMAT_VERSION}: rebuild it"
-            )
+        folder, tensors, labels, pieces, meta = read_files(folder)
         catalog = cls(tensors, labels, pieces, meta)
         catalog.folder = folder
         catalog.load_explanations()
