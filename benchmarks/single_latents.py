@@ -103,10 +103,9 @@ def main() -> None:
     from steer.steering.success import coherence, greedy_replies, succeeded
     from steer.steering.toward import (
         NEUTRAL_PROMPTS,
-        REFERENCE_WORDS,
         concept_tokens,
         generate_grid,
-        word_tokens,
+        reference_tokens,
     )
 
     lm, sae = open_sae(args.sae)
@@ -120,8 +119,7 @@ def main() -> None:
     for word in words:
         t0 = time.perf_counter()
         targets = concept_tokens(lm.tokenizer, word)
-        refs = [word_tokens(lm.tokenizer, w)[:1] for w in REFERENCE_WORDS if w != word]
-        refs = [r for r in refs if r and r[0] not in targets]
+        refs = reference_tokens(lm.tokenizer, [word], targets)
         cands = candidates(lm, sae, word, cal_ids, cal_replies, targets, refs, unit_raw)
         norms = sae.decoder_directions(torch.tensor(cands)).detach().norm(dim=-1)
         rows = [

@@ -46,10 +46,11 @@ from steer.lm.kv import cache_kwargs, output_cache
 from steer.lm.models import LoadedModel
 
 from .coherence import Coherence, continuation_ce, expand_cache, repetition
-from .decompose import Part, decompose, feature_strengths
+from .decompose import decompose
 from .generate import GenerationSettings, build_prompt_ids, generate_rows
 from .hook import SteeringHook
 from .intervention import Intervention
+from .plan import strength_scales
 from .vectors import build_vector
 
 NEUTRAL_PROMPTS = (
@@ -160,17 +161,30 @@ def names_concept(text: str, words: list[str]) -> bool:
     return any(re.search(r"\b" + re.escape(w), text, re.IGNORECASE) for w in words)
 
 
+def reference_tokens(tokenizer, words: list[str], targets: list[int]) -> list[list[int]]:
+    """One word-initial token per REFERENCE_WORDS entry that is neither a concept word nor
+    one of its tokens: the sets whose mean rise is subtracted (specificity)."""
+    refs = [word_tokens(tokenizer, w)[:1] for w in REFERENCE_WORDS if w not in words]
+    return [r for r in refs if r and r[0] not in targets]
+
+
 # ---------------------------------------------------------------------- the lever set
-def lever_set(lm: LoadedModel, sae: TopKSAE, text: str, n: int) -> list[tuple[int, float]]:
-    """Up to n (latent, raw weight) whose weighted directions rebuild the concept's
-    direction (steps 1-2 of the module docstring), in OMP's order."""
-    vector = build_vector(
+def concept_vector(lm: LoadedModel, sae: TopKSAE, text: str, name: str = "toward"):
+    """The concept's contrastive direction at the SAE's layer: TEMPLATES about `text`
+    against the same templates about FILLERS (step 1 of the module docstring)."""
+    return build_vector(
         lm,
         sae,
-        "toward",
+        name,
         [t.format(text) for t in TEMPLATES],
         [t.format(f) for t in TEMPLATES for f in FILLERS],
     )
+
+
+def lever_set(lm: LoadedModel, sae: TopKSAE, text: str, n: int) -> list[tuple[int, float]]:
+    """Up to n (latent, raw weight) whose weighted directions rebuild the concept's
+    direction (steps 1-2 of the module docstring), in OMP's order."""
+    vector = concept_vector(lm, sae, text)
     # OMP gives about 2 positive parts for every negative one (the fillers' side): half
     # again as many steps as features wanted.
     parts = decompose(sae, vector.direction, n=max(8, (3 * n + 1) // 2)).parts
@@ -312,8 +326,7 @@ def toward(
     tok = lm.tokenizer
     targets = concept_tokens(tok, text)
     words = concept_words(text)
-    refs = [word_tokens(tok, w)[:1] for w in REFERENCE_WORDS if w not in words]
-    refs = [r for r in refs if r and r[0] not in targets]
+    refs = reference_tokens(tok, words, targets)
     levers = lever_set(lm, sae, text.strip(), top)
     prompt_ids = [build_prompt_ids(lm, p) for p in prompts]
     rung, rate, ok, texts, unsteered = calibrate(lm, sae, levers, prompt_ids, words, reply_tokens)
@@ -325,9 +338,7 @@ def toward(
     # the set and its strengths do not depend on it.
     short = [reply[:RISE_TOKENS] for reply in unsteered[:2]]
     rise = measure_rise(lm, sae, latents, raw, prompt_ids[:2], short, targets, refs)
-    strengths = feature_strengths(
-        [Part(i, float(r)) for i, r in zip(latents, raw, strict=True)], max_acts
-    )
+    strengths = (raw / strength_scales(latents, max_acts)).tolist()  # --feature units
     out = [
         Lever(
             feature=i,
