@@ -74,25 +74,15 @@ ladder doubles; any of the three counts, like the old picker's settings."""
 COLUMNS = ("old", "toward", "toward@1", "vector", "prompting")
 
 
-def concept_vector(lm, sae, word: str):
-    """The contrastive vector `--toward` decomposes (the same templates and fillers)."""
-    from steer.steering.toward import FILLERS, TEMPLATES
-    from steer.steering.vectors import build_vector
-
-    positive = [t.format(word) for t in TEMPLATES]
-    negative = [t.format(f) for t in TEMPLATES for f in FILLERS]
-    return build_vector(lm, sae, f"concept_{word}", positive, negative)
-
-
-def concept_settings(lm, sae, catalog, word):
+def concept_settings(lm, sae, catalog, word, toward_args=None):
     """Every steered setting tried for one concept, and where each column's settings are."""
     from steer.features.catalog import latents_for_text
     from steer.steering import Intervention
-    from steer.steering.toward import toward
+    from steer.steering.toward import concept_vector, toward
 
     max_acts = catalog.max_acts
     t0, c0 = time.perf_counter(), time.process_time()
-    levers = toward(lm, sae, word, max_acts=max_acts)
+    levers = toward(lm, sae, word, max_acts=max_acts, **(toward_args or {}))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     sentence = CONCEPTS.get(word, f"This is all about {word}.")  # words not in the list too
     old = [lat for lat, _ in latents_for_text(lm, sae, sentence, n=2, catalog=catalog)]
@@ -102,7 +92,7 @@ def concept_settings(lm, sae, catalog, word):
     settings.append([Intervention(lv.feature, lv.strength, lv.mode) for lv in levers])
     spans["toward@1"] = range(len(settings), len(settings) + 1)
     settings.append([Intervention(levers[0].feature, levers[0].strength, levers[0].mode)])
-    vec = concept_vector(lm, sae, word)
+    vec = concept_vector(lm, sae, word, name=f"concept_{word}")  # the one --toward splits
     spans["vector"] = range(len(settings), len(settings) + len(VECTOR_STRENGTHS))
     settings += [
         [Intervention(vec.name, s, "add", direction=vec.direction)] for s in VECTOR_STRENGTHS
@@ -126,12 +116,12 @@ def keep_columns(settings: list, spans: dict, columns: tuple) -> tuple[list, dic
     return kept, out
 
 
-def run_concept(lm, sae, catalog, word, prompt_ids, base, columns=COLUMNS):
+def run_concept(lm, sae, catalog, word, prompt_ids, base, columns=COLUMNS, toward_args=None):
     """One concept: every column's success, and what the run saw."""
     from steer.steering.generate import build_prompt_ids
     from steer.steering.success import coherence, greedy_replies, succeeded
 
-    settings, spans, info = concept_settings(lm, sae, catalog, word)
+    settings, spans, info = concept_settings(lm, sae, catalog, word, toward_args)
     settings, spans = keep_columns(settings, spans, columns)
     replies = [[] for _ in settings]
     coherent = [[] for _ in settings]
@@ -205,6 +195,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--set-size", type=int, default=None, help="--toward's --top (default: its whole set)"
+    )
+    parser.add_argument(
+        "--calibration-tokens", type=int, default=24, help="reply tokens --toward calibrates on"
+    )
+    parser.add_argument(
         "--columns", default=",".join(COLUMNS), help=f"a subset of {','.join(COLUMNS)}"
     )
     args = parser.parse_args()
@@ -214,6 +210,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
+    toward_args = {"top": args.set_size, "reply_tokens": args.calibration_tokens}
     if unknown := set(columns) - set(COLUMNS):
         parser.error(f"unknown columns {sorted(unknown)}: choose from {', '.join(COLUMNS)}")
 
@@ -231,7 +228,7 @@ def main() -> None:
 
     results = []
     for word in words:
-        row = run_concept(lm, sae, catalog, word, prompt_ids, base, columns)
+        row = run_concept(lm, sae, catalog, word, prompt_ids, base, columns, toward_args)
         results.append(row)
         marks = " ".join(f"{c}={'Y' if row[c] else '.'}" for c in COLUMNS if c in row)
         print(f"{word:10s} {marks}  {row['seconds']:.1f}s  {row['levers'][:1]}", flush=True)
